@@ -1,0 +1,205 @@
+//! Datasets: finding the input files and every reader and writer of their bytes.
+//!
+//! Discovery walks the input paths without following symlinks (they are counted and
+//! reported), applies the include/exclude globs to each file's path relative to its input
+//! root, and returns files in a stable order. This is the one module that opens dataset
+//! files; operations in `ops` get readers and writers from here.
+
+pub mod jsonl;
+pub mod scan;
+pub mod write;
+
+use std::path::{Path, PathBuf};
+
+use globset::{Glob, GlobSet, GlobSetBuilder};
+use serde::Serialize;
+
+use crate::error::{Error, Result};
+use crate::job::InputSpec;
+
+/// Prefix of every temporary file consentry writes; discovery never treats one as input.
+pub const TEMP_PREFIX: &str = ".consentry-";
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Codec {
+    None,
+    Gzip,
+    Zstd,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Format {
+    Jsonl(Codec),
+    Parquet,
+}
+
+impl Format {
+    /// Recognises a dataset by its file name; `None` for anything else.
+    pub fn of(name: &str) -> Option<Format> {
+        let lower = name.to_ascii_lowercase();
+        for stem in [".jsonl", ".ndjson"] {
+            for (suffix, codec) in [
+                ("", Codec::None),
+                (".gz", Codec::Gzip),
+                (".zst", Codec::Zstd),
+                (".zstd", Codec::Zstd),
+            ] {
+                if lower.ends_with(&format!("{stem}{suffix}")) {
+                    return Some(Format::Jsonl(codec));
+                }
+            }
+        }
+        lower.ends_with(".parquet").then_some(Format::Parquet)
+    }
+
+    pub fn name(self) -> &'static str {
+        match self {
+            Format::Jsonl(Codec::None) => "jsonl",
+            Format::Jsonl(Codec::Gzip) => "jsonl.gz",
+            Format::Jsonl(Codec::Zstd) => "jsonl.zst",
+            Format::Parquet => "parquet",
+        }
+    }
+}
+
+/// One dataset file to process.
+#[derive(Debug, Clone)]
+pub struct InputFile {
+    pub path: PathBuf,
+    /// Path below the mirroring root, used for output paths and in reports.
+    pub rel: PathBuf,
+    pub format: Option<Format>,
+    pub bytes: u64,
+}
+
+/// What discovery found, including what it would not read.
+#[derive(Debug, Default)]
+pub struct Discovery {
+    pub files: Vec<InputFile>,
+    /// Symlinks met during the walk and not followed.
+    pub symlinks: Vec<PathBuf>,
+    /// Paths that could not be read (an unreadable directory, a vanished file).
+    pub unreadable: Vec<(PathBuf, String)>,
+    /// The directory every `rel` is relative to.
+    pub root: PathBuf,
+}
+
+/// Walks every input path. A missing input path is an error (the spec is wrong); an
+/// unreadable directory below one is recorded and the walk goes on.
+pub fn discover(spec: &InputSpec) -> Result<Discovery> {
+    let include = globs(&spec.include)?;
+    let exclude = globs(&spec.exclude)?;
+    let mut found = Discovery {
+        root: mirror_root(&spec.paths),
+        ..Discovery::default()
+    };
+    for input in &spec.paths {
+        let meta =
+            std::fs::metadata(input).map_err(|e| Error::io("cannot read input path", input, e))?;
+        if meta.is_file() {
+            let rel = input
+                .strip_prefix(&found.root)
+                .unwrap_or(input)
+                .to_path_buf();
+            let name = input
+                .file_name()
+                .and_then(|n| n.to_str())
+                .unwrap_or_default();
+            found.files.push(InputFile {
+                path: input.clone(),
+                rel,
+                format: Format::of(name),
+                bytes: meta.len(),
+            });
+            continue;
+        }
+        let walk = walkdir::WalkDir::new(input)
+            .follow_links(false)
+            .sort_by_file_name();
+        for entry in walk {
+            let entry = match entry {
+                Ok(e) => e,
+                Err(e) => {
+                    let path = e.path().unwrap_or(input).to_path_buf();
+                    let reason = e
+                        .io_error()
+                        .map_or_else(|| e.to_string(), |io| io.to_string());
+                    found.unreadable.push((path, reason));
+                    continue;
+                }
+            };
+            let path = entry.path();
+            if entry.path_is_symlink() {
+                found.symlinks.push(path.to_path_buf());
+                continue;
+            }
+            if !entry.file_type().is_file() {
+                continue;
+            }
+            let name = entry.file_name().to_string_lossy();
+            if name.starts_with(TEMP_PREFIX) {
+                continue;
+            }
+            let below_input = path.strip_prefix(input).unwrap_or(path);
+            let key = below_input.to_string_lossy().replace('\\', "/");
+            if !include.is_match(&key) || exclude.is_match(&key) {
+                continue;
+            }
+            let bytes = match entry.metadata() {
+                Ok(m) => m.len(),
+                Err(e) => {
+                    found.unreadable.push((path.to_path_buf(), e.to_string()));
+                    continue;
+                }
+            };
+            let rel = path.strip_prefix(&found.root).unwrap_or(path).to_path_buf();
+            found.files.push(InputFile {
+                path: path.to_path_buf(),
+                rel,
+                format: Format::of(&name),
+                bytes,
+            });
+        }
+    }
+    found
+        .files
+        .sort_by(|a, b| a.rel.cmp(&b.rel).then(a.path.cmp(&b.path)));
+    found.files.dedup_by(|a, b| a.path == b.path);
+    Ok(found)
+}
+
+fn globs(patterns: &[String]) -> Result<GlobSet> {
+    let mut builder = GlobSetBuilder::new();
+    for p in patterns {
+        builder.add(Glob::new(p).map_err(|e| Error::Usage(format!("pattern {p:?}: {e}")))?);
+    }
+    builder.build().map_err(|e| Error::Usage(e.to_string()))
+}
+
+/// The directory outputs mirror: a single input directory itself, otherwise the deepest
+/// directory holding every input (a file input counts as its parent directory).
+pub fn mirror_root(paths: &[PathBuf]) -> PathBuf {
+    let dirs: Vec<PathBuf> = paths
+        .iter()
+        .map(|p| {
+            if p.is_dir() {
+                p.clone()
+            } else {
+                p.parent().map(Path::to_path_buf).unwrap_or_default()
+            }
+        })
+        .collect();
+    let Some(first) = dirs.first() else {
+        return PathBuf::new();
+    };
+    let mut root = first.clone();
+    for d in &dirs[1..] {
+        while !d.starts_with(&root) {
+            if !root.pop() {
+                return PathBuf::from("/");
+            }
+        }
+    }
+    root
+}

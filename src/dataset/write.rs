@@ -1,0 +1,162 @@
+//! Crash-safe file replacement: every file consentry writes goes through `AtomicFile`.
+//!
+//! Bytes go to a temporary file in the target's own directory (so the final rename never
+//! crosses a file system), which is flushed and synced, renamed into place, and then the
+//! directory is synced so the rename itself survives a power cut. A temporary file that is
+//! dropped without `commit` is removed; one orphaned by a kill carries `TEMP_PREFIX` and is
+//! swept by the next run.
+
+use std::fs::File;
+use std::io::{self, Write};
+use std::path::{Path, PathBuf};
+
+use sha2::{Digest, Sha256};
+use tempfile::NamedTempFile;
+
+use super::TEMP_PREFIX;
+
+/// How `commit` treats an existing file at the target.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Replace {
+    /// Fail if the target exists (filter outputs never overwrite).
+    Never,
+    /// Atomically replace the target (in-place rewrites).
+    Always,
+}
+
+/// A file being written beside its target, hashed as it is written.
+pub struct AtomicFile {
+    target: PathBuf,
+    temp: NamedTempFile,
+    hasher: Sha256,
+    bytes: u64,
+}
+
+/// What a committed file holds, for the report.
+#[derive(Debug, Clone)]
+pub struct Written {
+    pub path: PathBuf,
+    pub sha256: String,
+    pub bytes: u64,
+}
+
+impl AtomicFile {
+    /// Creates the temporary file in `target`'s directory, creating that directory if needed.
+    pub fn create(target: &Path) -> io::Result<AtomicFile> {
+        let dir = parent(target);
+        std::fs::create_dir_all(dir)?;
+        let temp = tempfile::Builder::new()
+            .prefix(TEMP_PREFIX)
+            .suffix(".tmp")
+            .tempfile_in(dir)?;
+        Ok(AtomicFile {
+            target: target.to_path_buf(),
+            temp,
+            hasher: Sha256::new(),
+            bytes: 0,
+        })
+    }
+
+    pub fn target(&self) -> &Path {
+        &self.target
+    }
+
+    /// Syncs the data, renames it onto the target and syncs the directory.
+    pub fn commit(mut self, replace: Replace) -> io::Result<Written> {
+        self.temp.as_file_mut().flush()?;
+        self.temp.as_file().sync_all()?;
+        let sha256 = hex::encode(self.hasher.finalize());
+        match replace {
+            Replace::Never => self
+                .temp
+                .persist_noclobber(&self.target)
+                .map_err(|e| e.error)?,
+            Replace::Always => self.temp.persist(&self.target).map_err(|e| e.error)?,
+        };
+        sync_dir(parent(&self.target))?;
+        Ok(Written {
+            path: self.target,
+            sha256,
+            bytes: self.bytes,
+        })
+    }
+}
+
+impl Write for AtomicFile {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        let n = self.temp.as_file_mut().write(buf)?;
+        self.hasher.update(&buf[..n]);
+        self.bytes += n as u64;
+        Ok(n)
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        self.temp.as_file_mut().flush()
+    }
+}
+
+fn parent(p: &Path) -> &Path {
+    match p.parent() {
+        Some(d) if !d.as_os_str().is_empty() => d,
+        _ => Path::new("."),
+    }
+}
+
+/// Makes a completed rename durable.
+pub fn sync_dir(dir: &Path) -> io::Result<()> {
+    File::open(dir)?.sync_all()
+}
+
+/// Removes temporary files a killed run left in `dir` (not recursive). Returns how many.
+pub fn sweep_temp_files(dir: &Path) -> io::Result<usize> {
+    let mut removed = 0;
+    let entries = match std::fs::read_dir(dir) {
+        Ok(e) => e,
+        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(0),
+        Err(e) => return Err(e),
+    };
+    for entry in entries {
+        let entry = entry?;
+        let name = entry.file_name();
+        let name = name.to_string_lossy();
+        if name.starts_with(TEMP_PREFIX) && name.ends_with(".tmp") && entry.file_type()?.is_file() {
+            std::fs::remove_file(entry.path())?;
+            removed += 1;
+        }
+    }
+    Ok(removed)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn commit_lands_whole_and_never_clobbers() {
+        let dir = tempfile::tempdir().unwrap();
+        let target = dir.path().join("sub/out.jsonl");
+        let mut f = AtomicFile::create(&target).unwrap();
+        f.write_all(b"{\"a\":1}\n").unwrap();
+        assert!(!target.exists(), "nothing at the target before commit");
+        let w = f.commit(Replace::Never).unwrap();
+        assert_eq!(std::fs::read(&target).unwrap(), b"{\"a\":1}\n");
+        assert_eq!(w.sha256, hex::encode(Sha256::digest(b"{\"a\":1}\n")));
+        let again = AtomicFile::create(&target).unwrap();
+        assert!(again.commit(Replace::Never).is_err());
+        assert_eq!(std::fs::read(&target).unwrap(), b"{\"a\":1}\n");
+        let names: Vec<_> = std::fs::read_dir(dir.path().join("sub"))
+            .unwrap()
+            .map(|e| e.unwrap().file_name())
+            .collect();
+        assert_eq!(names.len(), 1, "no temporary file left behind: {names:?}");
+    }
+
+    #[test]
+    fn dropped_writes_leave_nothing() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut f = AtomicFile::create(&dir.path().join("x")).unwrap();
+        f.write_all(b"partial").unwrap();
+        drop(f);
+        assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 0);
+    }
+}

@@ -1,0 +1,185 @@
+//! Operations on one dataset file, and the per-file outcome they report.
+//!
+//! Each operation is a sequential function of one file; `exec` runs them in parallel and
+//! merges the outcomes. Every row an operation does not keep is counted under a reason.
+
+pub mod filter;
+
+use std::collections::BTreeMap;
+use std::ops::AddAssign;
+
+use serde::Serialize;
+
+use crate::consent::Verdict;
+use crate::dataset::scan::Line;
+
+/// Why a row was not kept.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum Reason {
+    Blank,
+    Malformed,
+    MissingSubject,
+    InvalidSubject,
+    AmbiguousSubject,
+    Consent(Verdict),
+}
+
+const REASONS: usize = 13;
+
+impl Reason {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Reason::Blank => "blank",
+            Reason::Malformed => "malformed",
+            Reason::MissingSubject => "missing_subject",
+            Reason::InvalidSubject => "invalid_subject",
+            Reason::AmbiguousSubject => "ambiguous_subject",
+            Reason::Consent(v) => v.as_str(),
+        }
+    }
+
+    fn index(self) -> usize {
+        match self {
+            Reason::Blank => 0,
+            Reason::Malformed => 1,
+            Reason::MissingSubject => 2,
+            Reason::InvalidSubject => 3,
+            Reason::AmbiguousSubject => 4,
+            Reason::Consent(v) => 5 + v as usize,
+        }
+    }
+
+    fn all() -> impl Iterator<Item = Reason> {
+        [
+            Reason::Blank,
+            Reason::Malformed,
+            Reason::MissingSubject,
+            Reason::InvalidSubject,
+            Reason::AmbiguousSubject,
+        ]
+        .into_iter()
+        .chain(
+            [
+                Verdict::Valid,
+                Verdict::LegalBasis,
+                Verdict::CategoryMissing,
+                Verdict::NoticeOutdated,
+                Verdict::Expired,
+                Verdict::Pending,
+                Verdict::Revoked,
+                Verdict::NoConsent,
+            ]
+            .map(Reason::Consent),
+        )
+    }
+
+    /// The reason a line that names no single subject is not kept, if it is not one.
+    pub fn of_line(line: &Line<'_>) -> Option<Reason> {
+        match line {
+            Line::Subject(_) => None,
+            Line::Blank => Some(Reason::Blank),
+            Line::Malformed => Some(Reason::Malformed),
+            Line::Missing => Some(Reason::MissingSubject),
+            Line::Invalid => Some(Reason::InvalidSubject),
+            Line::Ambiguous(_) => Some(Reason::AmbiguousSubject),
+        }
+    }
+}
+
+/// Row counts of one chunk, file or job.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct RowCounts {
+    pub rows_in: u64,
+    pub kept: u64,
+    dropped: [u64; REASONS],
+}
+
+impl RowCounts {
+    pub fn keep(&mut self) {
+        self.rows_in += 1;
+        self.kept += 1;
+    }
+
+    pub fn drop_row(&mut self, reason: Reason) {
+        self.rows_in += 1;
+        self.dropped[reason.index()] += 1;
+    }
+
+    pub fn dropped(&self) -> u64 {
+        self.dropped.iter().sum()
+    }
+
+    pub fn dropped_for(&self, reason: Reason) -> u64 {
+        self.dropped[reason.index()]
+    }
+
+    /// Non-zero drop counts by reason name, in a stable order.
+    pub fn by_reason(&self) -> BTreeMap<&'static str, u64> {
+        Reason::all()
+            .filter(|r| self.dropped[r.index()] > 0)
+            .map(|r| (r.as_str(), self.dropped[r.index()]))
+            .collect()
+    }
+}
+
+impl AddAssign for RowCounts {
+    fn add_assign(&mut self, o: RowCounts) {
+        self.rows_in += o.rows_in;
+        self.kept += o.kept;
+        for (a, b) in self.dropped.iter_mut().zip(o.dropped) {
+            *a += b;
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum FileStatus {
+    Ok,
+    Failed,
+}
+
+/// A file the job wrote.
+#[derive(Debug, Clone, Serialize)]
+pub struct OutputRef {
+    pub path: String,
+    pub sha256: String,
+    pub bytes: u64,
+}
+
+/// What happened to one input file.
+#[derive(Debug, Clone, Serialize)]
+pub struct Outcome {
+    pub path: String,
+    pub format: &'static str,
+    pub bytes: u64,
+    pub sha256_before: Option<String>,
+    pub sha256_after: Option<String>,
+    pub output: Option<OutputRef>,
+    pub rows_in: u64,
+    pub rows_kept: u64,
+    pub rows_dropped: BTreeMap<&'static str, u64>,
+    pub status: FileStatus,
+    pub error: Option<String>,
+    #[serde(skip)]
+    pub counts: RowCounts,
+}
+
+impl Outcome {
+    pub fn failed(path: String, format: &'static str, bytes: u64, error: String) -> Outcome {
+        Outcome {
+            path,
+            format,
+            bytes,
+            sha256_before: None,
+            sha256_after: None,
+            output: None,
+            rows_in: 0,
+            rows_kept: 0,
+            rows_dropped: BTreeMap::new(),
+            status: FileStatus::Failed,
+            error: Some(error),
+            counts: RowCounts::default(),
+        }
+    }
+}

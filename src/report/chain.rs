@@ -1,0 +1,145 @@
+//! The chain of signed reports in one report directory.
+//!
+//! Report files are named `<sequence, 8 digits>-<job name>.dsse.json`, so their names sort in
+//! chain order. Each report's predicate carries its sequence number and the sha256 of the
+//! previous report file; appending holds an exclusive lock on `.consentry.lock` in the
+//! directory from reading the last report to renaming the new one into place, so two jobs
+//! writing at once cannot fork the chain.
+
+use std::fs::{File, OpenOptions};
+use std::io::Write;
+use std::path::{Path, PathBuf};
+
+use sha2::{Digest, Sha256};
+
+use super::Chain;
+use crate::dataset::write::{AtomicFile, Replace};
+use crate::error::{Error, IoContext, Result};
+
+const LOCK_FILE: &str = ".consentry.lock";
+const SUFFIX: &str = ".dsse.json";
+
+/// The sequence number a report file name carries, if it is a report file name.
+pub fn sequence_of(name: &str) -> Option<u64> {
+    let (digits, rest) = name.split_at_checked(8)?;
+    let valid = digits.bytes().all(|b| b.is_ascii_digit())
+        && rest.starts_with('-')
+        && rest.ends_with(SUFFIX);
+    valid.then(|| digits.parse().ok()).flatten()
+}
+
+/// Report files of a directory in name (= chain) order.
+pub fn list(dir: &Path) -> Result<Vec<PathBuf>> {
+    let mut found = Vec::new();
+    for entry in std::fs::read_dir(dir).at("cannot read report directory", dir)? {
+        let entry = entry.at("cannot read report directory", dir)?;
+        if sequence_of(&entry.file_name().to_string_lossy()).is_some() {
+            found.push(entry.path());
+        }
+    }
+    found.sort();
+    Ok(found)
+}
+
+pub fn sha256_file(path: &Path) -> Result<String> {
+    let bytes = std::fs::read(path).at("cannot read report", path)?;
+    Ok(hex::encode(Sha256::digest(&bytes)))
+}
+
+/// Appends a report to the chain of `dir`: `build` gets the chain link and returns the
+/// bytes of the signed report. Returns the new file's path and sha256.
+pub fn append(
+    dir: &Path,
+    job_name: &str,
+    build: impl FnOnce(&Chain) -> Result<Vec<u8>>,
+) -> Result<(PathBuf, String)> {
+    std::fs::create_dir_all(dir).at("cannot create report directory", dir)?;
+    let lock_path = dir.join(LOCK_FILE);
+    let lock = OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(&lock_path)
+        .at("cannot open report lock", &lock_path)?;
+    lock.lock().at("cannot lock report directory", dir)?;
+    let result = append_locked(dir, job_name, build);
+    let _ = File::unlock(&lock);
+    result
+}
+
+fn append_locked(
+    dir: &Path,
+    job_name: &str,
+    build: impl FnOnce(&Chain) -> Result<Vec<u8>>,
+) -> Result<(PathBuf, String)> {
+    crate::dataset::write::sweep_temp_files(dir).at("cannot clean report directory", dir)?;
+    let existing = list(dir)?;
+    let chain = match existing.last() {
+        None => Chain {
+            sequence: 1,
+            previous_sha256: None,
+        },
+        Some(last) => {
+            let name = last
+                .file_name()
+                .map(|n| n.to_string_lossy().into_owned())
+                .unwrap_or_default();
+            let sequence = sequence_of(&name).unwrap_or(0) + 1;
+            Chain {
+                sequence,
+                previous_sha256: Some(sha256_file(last)?),
+            }
+        }
+    };
+    let bytes = build(&chain)?;
+    let path = dir.join(format!("{:08}-{job_name}{SUFFIX}", chain.sequence));
+    let mut file = AtomicFile::create(&path).at("cannot create report", &path)?;
+    file.write_all(&bytes).at("cannot write report", &path)?;
+    let written = file.commit(Replace::Never).map_err(|e| Error::Report {
+        path: path.clone(),
+        message: format!("cannot write: {e}"),
+    })?;
+    Ok((written.path, written.sha256))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn names_sort_in_chain_order() {
+        assert_eq!(sequence_of("00000001-job.dsse.json"), Some(1));
+        assert_eq!(sequence_of("00000012-a-b.c.dsse.json"), Some(12));
+        assert_eq!(sequence_of("0000001-job.dsse.json"), None);
+        assert_eq!(sequence_of("00000001-job.json"), None);
+        assert_eq!(sequence_of(".consentry.lock"), None);
+    }
+
+    #[test]
+    fn appends_link_each_report_to_the_last() {
+        let dir = tempfile::tempdir().unwrap();
+        let (first, first_sha) = append(dir.path(), "j", |c| {
+            assert_eq!(
+                c,
+                &Chain {
+                    sequence: 1,
+                    previous_sha256: None
+                }
+            );
+            Ok(b"one".to_vec())
+        })
+        .unwrap();
+        let (second, _) = append(dir.path(), "j", |c| {
+            assert_eq!(
+                c,
+                &Chain {
+                    sequence: 2,
+                    previous_sha256: Some(first_sha.clone())
+                }
+            );
+            Ok(b"two".to_vec())
+        })
+        .unwrap();
+        assert_eq!(list(dir.path()).unwrap(), vec![first, second]);
+    }
+}

@@ -1,0 +1,384 @@
+//! `consentry run`: a job from spec to signed report.
+//!
+//! The order is the contract's: everything that can make a job invalid (spec, keys,
+//! snapshot, inputs, existing outputs) is checked before the first byte is written, and
+//! fails with exit code 2; after that, a file that fails is recorded and the job goes on,
+//! ending `partial`.
+
+use std::path::{Path, PathBuf};
+
+use serde_json::Value;
+
+use crate::cli::RunArgs;
+use crate::consent::{self, Snapshot};
+use crate::dataset::scan::SubjectPath;
+use crate::dataset::{self, Discovery};
+use crate::error::{Error, Result};
+use crate::exec::{self, Progress, ProgressMode};
+use crate::job::{Job, Kind, ReportSpec};
+use crate::ops::filter::Filter;
+use crate::ops::{FileStatus, Outcome};
+use crate::report::sign::{self, Pseudonymizer, Signer};
+use crate::report::{
+    self, render, ConsentInfo, JobInfo, Predicate, Skipped, Statement, Status, Tool, Totals,
+    Unreadable,
+};
+use crate::time::Timestamp;
+use crate::Exit;
+
+const CHUNK_SIZE: usize = 4 << 20;
+
+/// The keys a job signs and pseudonymises with.
+pub struct Keys {
+    pub signer: Signer,
+    pub pseudonymizer: Pseudonymizer,
+    pub public_key: PathBuf,
+}
+
+impl Keys {
+    /// Loads the job's keys, creating them first when the spec says `create_keys = true` and
+    /// none exist yet.
+    pub fn load(spec: &ReportSpec, may_create: bool) -> Result<Keys> {
+        let key_err = |path: &Path, e: sign::KeyError| Error::Key {
+            path: path.to_path_buf(),
+            message: e.to_string(),
+        };
+        if spec.create_keys
+            && may_create
+            && !spec.signing_key.exists()
+            && !spec.pseudonym_key.exists()
+        {
+            let dir = spec.signing_key.parent().unwrap_or(Path::new("."));
+            let standard = spec.signing_key == dir.join(sign::SIGNING_KEY_FILE)
+                && spec.pseudonym_key == dir.join(sign::PSEUDONYM_KEY_FILE);
+            if !standard {
+                return Err(Error::Key {
+                    path: spec.signing_key.clone(),
+                    message: format!(
+                        "create_keys needs signing_key and pseudonym_key to be {} and {} in one directory",
+                        sign::SIGNING_KEY_FILE,
+                        sign::PSEUDONYM_KEY_FILE
+                    ),
+                });
+            }
+            sign::keygen(dir).map_err(|e| key_err(dir, e))?;
+        }
+        let signer = Signer::load(&spec.signing_key).map_err(|e| key_err(&spec.signing_key, e))?;
+        let pseudonymizer = Pseudonymizer::load(&spec.pseudonym_key)
+            .map_err(|e| key_err(&spec.pseudonym_key, e))?;
+        let public_key = spec.signing_key.with_file_name(sign::PUBLIC_KEY_FILE);
+        Ok(Keys {
+            signer,
+            pseudonymizer,
+            public_key,
+        })
+    }
+}
+
+/// Shows a path relative to the job's directory (`../data/x.jsonl` for a sibling), so
+/// reports do not depend on where the job ran; `job.base_dir` in the report anchors them.
+fn shower(base: &Path) -> impl Fn(&Path) -> String + Sync + '_ {
+    move |p: &Path| relative_to(p, base).display().to_string()
+}
+
+fn relative_to(path: &Path, base: &Path) -> PathBuf {
+    if !path.is_absolute() || !base.is_absolute() {
+        return path.to_path_buf();
+    }
+    let (p, b): (Vec<_>, Vec<_>) = (path.components().collect(), base.components().collect());
+    let shared = p.iter().zip(&b).take_while(|(x, y)| x == y).count();
+    let mut rel = PathBuf::new();
+    for _ in shared..b.len() {
+        rel.push("..");
+    }
+    for c in &p[shared..] {
+        rel.push(c);
+    }
+    if rel.as_os_str().is_empty() {
+        rel.push(".");
+    }
+    rel
+}
+
+pub fn run(args: &RunArgs) -> Result<Exit> {
+    let started = Timestamp::now();
+    let job = Job::load(&args.job)?;
+    let as_of = job.as_of.unwrap_or(started);
+    match job.kind {
+        Kind::Filter => filter(&job, args, started, as_of),
+        Kind::Erase => Err(Error::spec(
+            &job.spec_path,
+            "erase jobs are not supported by this version of consentry; nothing was changed",
+        )),
+    }
+}
+
+fn filter(job: &Job, args: &RunArgs, started: Timestamp, as_of: Timestamp) -> Result<Exit> {
+    let show = shower(&job.base_dir);
+    let keys = Keys::load(&job.report, !args.dry_run)?;
+    let consent = job
+        .consent
+        .as_ref()
+        .ok_or_else(|| Error::spec(&job.spec_path, "a filter job needs [consent]"))?;
+    let out_root = &job
+        .output
+        .as_ref()
+        .ok_or_else(|| Error::spec(&job.spec_path, "a filter job needs [output]"))?
+        .dir;
+    let subject =
+        SubjectPath::parse(&job.input.subject_field).map_err(|e| Error::spec(&job.spec_path, e))?;
+    let snapshot = consent::load(
+        &consent.snapshot,
+        &consent.schema,
+        &consent.purpose,
+        as_of,
+        &consent.rules,
+    )?;
+    let found = dataset::discover(&job.input)?;
+    check_outputs(job, out_root, &found)?;
+
+    let mode = if args.json && !args.no_progress {
+        ProgressMode::detect(false)
+    } else {
+        ProgressMode::detect(args.no_progress)
+    };
+    let total_bytes = found.files.iter().map(|f| f.bytes).sum();
+    let outcomes = exec::with_pool(args.threads, || {
+        let progress = Progress::start(mode, "filtered", found.files.len() as u64, total_bytes);
+        let on_rows = |n| progress.add_rows(n);
+        let op = Filter {
+            snapshot: &snapshot,
+            subject: &subject,
+            out_root,
+            dry_run: args.dry_run,
+            chunk_size: CHUNK_SIZE,
+            chunks_per_batch: 2 * exec::workers().max(1),
+            on_read: progress.on_read(),
+            on_rows: &on_rows,
+            show: &show,
+        };
+        let outcomes = exec::par_map(&found.files, |f| {
+            let o = op.run(f);
+            progress.file_done();
+            o
+        });
+        progress.finish();
+        outcomes
+    })?;
+
+    let predicate = predicate(
+        job,
+        &snapshot,
+        &found,
+        outcomes,
+        started,
+        as_of,
+        args.dry_run,
+        &keys,
+        &show,
+    );
+    finish(job, args, predicate, &keys)
+}
+
+/// Refuses to start when an output would overwrite anything or land inside an input.
+fn check_outputs(job: &Job, out_root: &Path, found: &Discovery) -> Result<()> {
+    let real_out = real_path(out_root);
+    for input in &job.input.paths {
+        let real_in = real_path(input);
+        if real_out.starts_with(&real_in) || real_in.starts_with(&real_out) {
+            return Err(Error::spec(
+                &job.spec_path,
+                format!(
+                    "[output] dir {} overlaps input {}",
+                    out_root.display(),
+                    input.display()
+                ),
+            ));
+        }
+    }
+    let existing: Vec<String> = found
+        .files
+        .iter()
+        .map(|f| out_root.join(&f.rel))
+        .filter(|t| t.symlink_metadata().is_ok())
+        .map(|t| t.display().to_string())
+        .collect();
+    if let Some(first) = existing.first() {
+        return Err(Error::Output {
+            path: PathBuf::from(first),
+            message: format!(
+                "already exists ({} output files exist); a filter job never overwrites: remove them or choose another [output] dir",
+                existing.len()
+            ),
+        });
+    }
+    Ok(())
+}
+
+/// The canonical form of `p`, or of its nearest existing ancestor with the rest appended.
+fn real_path(p: &Path) -> PathBuf {
+    let mut head = p.to_path_buf();
+    let mut tail = Vec::new();
+    loop {
+        if let Ok(real) = head.canonicalize() {
+            return tail
+                .iter()
+                .rev()
+                .fold(real, |acc: PathBuf, part| acc.join(part));
+        }
+        match (head.file_name().map(|n| n.to_os_string()), head.parent()) {
+            (Some(name), Some(parent)) => {
+                tail.push(name);
+                head = parent.to_path_buf();
+            }
+            _ => return p.to_path_buf(),
+        }
+    }
+}
+
+#[allow(clippy::too_many_arguments)]
+fn predicate(
+    job: &Job,
+    snapshot: &Snapshot,
+    found: &Discovery,
+    inputs: Vec<Outcome>,
+    started: Timestamp,
+    as_of: Timestamp,
+    dry_run: bool,
+    keys: &Keys,
+    show: &(dyn Fn(&Path) -> String + Sync),
+) -> Predicate {
+    let mut problems = Vec::new();
+    for o in inputs.iter().filter(|o| o.status == FileStatus::Failed) {
+        problems.push(format!(
+            "{}: {}",
+            o.path,
+            o.error.as_deref().unwrap_or("failed")
+        ));
+    }
+    let skipped = Skipped {
+        symlinks: found.symlinks.iter().map(|p| show(p)).collect(),
+        unreadable: found
+            .unreadable
+            .iter()
+            .map(|(p, e)| Unreadable {
+                path: show(p),
+                error: e.clone(),
+            })
+            .collect(),
+    };
+    for u in &skipped.unreadable {
+        problems.push(format!("{}: cannot read: {}", u.path, u.error));
+    }
+    let status = if problems.is_empty() {
+        Status::Complete
+    } else {
+        Status::Partial
+    };
+    let totals = Totals::of(&inputs);
+    Predicate {
+        job: JobInfo {
+            name: job.name.clone(),
+            kind: job.kind.as_str(),
+            id: job_id(),
+            as_of,
+            started_at: started,
+            finished_at: Timestamp::now(),
+            spec_path: show(&job.spec_path),
+            spec_sha256: job.spec_sha256.clone(),
+            base_dir: job.base_dir.display().to_string(),
+            dry_run,
+            tool: Tool::THIS,
+        },
+        consent: Some(ConsentInfo {
+            path: show(&snapshot.file.path),
+            sha256: snapshot.file.sha256.clone(),
+            bytes: snapshot.file.bytes,
+            schema: snapshot.schema,
+            purpose: snapshot.purpose.clone(),
+            rules: snapshot.rules.clone(),
+            records_read: snapshot.records_read,
+            subjects: snapshot.counts(),
+            warnings: snapshot.warnings.clone(),
+        }),
+        inputs,
+        skipped,
+        totals,
+        chain: report::Chain {
+            sequence: 0,
+            previous_sha256: None,
+        },
+        status,
+        problems,
+        signing: report::SigningInfo {
+            key_id: keys.signer.key_id().to_string(),
+            public_key: keys.public_key.display().to_string(),
+        },
+    }
+}
+
+fn job_id() -> String {
+    let mut id = [0u8; 16];
+    if getrandom::fill(&mut id).is_err() {
+        let nanos = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_nanos());
+        id[..16].copy_from_slice(&nanos.to_le_bytes());
+    }
+    hex::encode(id)
+}
+
+/// Signs and chains the report (unless this is a dry run), prints the summary, and says
+/// how the process should exit.
+fn finish(job: &Job, args: &RunArgs, mut predicate: Predicate, keys: &Keys) -> Result<Exit> {
+    let exit = match predicate.status {
+        Status::Complete => Exit::Ok,
+        Status::Partial => Exit::Partial,
+    };
+    let mut written = None;
+    if !args.dry_run {
+        let (path, sha) = report::chain::append(&job.report.dir, &job.name, |link| {
+            predicate.chain = link.clone();
+            let payload =
+                serde_json::to_vec(&Statement::new(&predicate)).map_err(|e| Error::Report {
+                    path: job.report.dir.clone(),
+                    message: e.to_string(),
+                })?;
+            let envelope = keys.signer.sign_envelope(&payload);
+            let mut bytes = serde_json::to_vec_pretty(&envelope).map_err(|e| Error::Report {
+                path: job.report.dir.clone(),
+                message: e.to_string(),
+            })?;
+            bytes.push(b'\n');
+            Ok(bytes)
+        })?;
+        written = Some((shower(&job.base_dir)(&path), sha));
+    }
+    let statement = serde_json::to_value(Statement::new(&predicate)).unwrap_or(Value::Null);
+    if args.json {
+        let mut summary = statement["predicate"].clone();
+        if let Value::Object(map) = &mut summary {
+            map.insert("exit_code".into(), Value::from(exit as i32));
+            map.insert(
+                "report".into(),
+                written
+                    .as_ref()
+                    .map_or(Value::Null, |(p, _)| Value::from(p.clone())),
+            );
+            map.insert(
+                "report_sha256".into(),
+                written
+                    .as_ref()
+                    .map_or(Value::Null, |(_, s)| Value::from(s.clone())),
+            );
+            map.insert("outputs".into(), statement["subject"].clone());
+        }
+        crate::commands::emit(&format!("{summary}\n"))?;
+    } else {
+        crate::commands::emit(&render::summary(
+            &statement,
+            written.as_ref().map(|(p, _)| p.as_str()),
+        ))?;
+    }
+    Ok(exit)
+}

@@ -1,0 +1,329 @@
+//! CONTRACT §3: every validity rule, judged through `consent check` and through a filter job.
+
+use crate::util::*;
+
+const AS_OF: &str = "2026-11-01T00:00:00Z";
+
+/// Runs `consent check` and returns (exit code, first line).
+fn check(env: &Env, db: &str, subject: &str, purpose: &str) -> (i32, String) {
+    let out = env.run(&["consent", "check", "--snapshot", db, "--subject", subject, "--purpose", purpose, "--as-of", AS_OF]);
+    assert!(out.code == 0 || out.code == 1, "unexpected exit {}: {}", out.code, out.stderr);
+    (out.code, out.stdout.lines().next().unwrap_or_default().to_string())
+}
+
+fn verdict(env: &Env, db: &str, subject: &str) -> String {
+    let (code, line) = check(env, db, subject, "model_training");
+    let word = line.split(" (").next().unwrap().to_string();
+    assert_eq!(code == 0, word == "valid", "exit code agrees with the answer: {line}");
+    word
+}
+
+fn records(rows: &str) -> String {
+    format!("{RECORDS_TABLE}\n{rows}")
+}
+
+#[test]
+fn latest_covering_record_decides_and_ties_go_to_revoked() {
+    let env = Env::new();
+    env.sqlite(
+        "c.db",
+        &records(
+            "INSERT INTO consent_records (id, user_id, purpose, status, created_at) VALUES
+             ('1','regrant','model_training','granted','2025-01-01T00:00:00Z'),
+             ('2','regrant','model_training','revoked','2025-02-01T00:00:00Z'),
+             ('3','regrant','model_training','granted','2025-03-01T00:00:00Z'),
+             ('4','tie','model_training','granted','2025-03-01T00:00:00Z'),
+             ('5','tie','model_training','revoked','2025-03-01T00:00:00Z'),
+             ('6','future','model_training','granted','2025-01-01T00:00:00Z'),
+             ('7','future','model_training','revoked','2026-11-01T00:00:01Z'),
+             ('8','onlyfuture','model_training','granted','2027-01-01T00:00:00Z'),
+             ('9','pend','model_training','pending','2025-01-01T00:00:00Z'),
+             ('10','other','analytics','granted','2025-01-01T00:00:00Z'),
+             ('11','at_t','model_training','granted','2026-11-01T00:00:00Z');",
+        ),
+    );
+    assert_eq!(verdict(&env, "c.db", "regrant"), "valid");
+    assert_eq!(verdict(&env, "c.db", "tie"), "not valid: revoked");
+    assert_eq!(verdict(&env, "c.db", "future"), "valid", "a revocation after as_of is ignored");
+    assert_eq!(verdict(&env, "c.db", "onlyfuture"), "not valid: no_consent");
+    assert_eq!(verdict(&env, "c.db", "pend"), "not valid: pending");
+    assert_eq!(verdict(&env, "c.db", "other"), "not valid: no_consent", "another purpose does not cover");
+    assert_eq!(verdict(&env, "c.db", "at_t"), "valid", "a record at exactly as_of counts");
+    assert_eq!(verdict(&env, "c.db", "nobody"), "not valid: no_consent");
+}
+
+#[test]
+fn granted_records_must_meet_time_and_job_rules() {
+    let env = Env::new();
+    env.sqlite(
+        "c.db",
+        &records(
+            "INSERT INTO consent_records VALUES
+             ('1','ok','model_training','granted','2025-01-01T00:00:00Z',NULL,'2027-01-01T00:00:00Z',3,'[\"text\",\"audio\"]','consent',NULL,'2025-01-01T00:00:00Z'),
+             ('2','exp','model_training','granted','2025-01-01T00:00:00Z',NULL,'2026-11-01T00:00:00Z',3,'[\"text\"]','consent',NULL,'2025-01-01T00:00:00Z'),
+             ('3','rvk','model_training','granted','2025-01-01T00:00:00Z','2026-10-31T23:59:59Z',NULL,3,'[\"text\"]','consent',NULL,'2025-01-01T00:00:00Z'),
+             ('4','rvk_later','model_training','granted','2025-01-01T00:00:00Z','2026-11-02T00:00:00Z',NULL,3,'[\"text\"]','consent',NULL,'2025-01-01T00:00:00Z'),
+             ('5','old','model_training','granted','2025-01-01T00:00:00Z',NULL,NULL,1,'[\"text\"]','consent',NULL,'2025-01-01T00:00:00Z'),
+             ('6','nover','model_training','granted','2025-01-01T00:00:00Z',NULL,NULL,NULL,'[\"text\"]','consent',NULL,'2025-01-01T00:00:00Z'),
+             ('7','cats','model_training','granted','2025-01-01T00:00:00Z',NULL,NULL,3,'[\"audio\"]','consent',NULL,'2025-01-01T00:00:00Z'),
+             ('8','basis','model_training','granted','2025-01-01T00:00:00Z',NULL,NULL,3,'[\"text\"]','contract',NULL,'2025-01-01T00:00:00Z');",
+        ),
+    );
+    env.write(
+        "data/rows.jsonl",
+        ["ok", "exp", "rvk", "rvk_later", "old", "nover", "cats", "basis"]
+            .iter()
+            .map(|u| format!("{{\"user_id\":\"{u}\"}}\n"))
+            .collect::<String>(),
+    );
+    env.filter_job(
+        "snapshot = \"c.db\"\npurpose = \"model_training\"\nmin_notice_version = 2\nrequired_categories = [\"text\"]",
+        "user_id",
+        "",
+    );
+    env.run(&["run", "job.toml", "--no-progress"]).expect(0);
+    assert_eq!(env.read_string("out/rows.jsonl"), "{\"user_id\":\"ok\"}\n{\"user_id\":\"rvk_later\"}\n");
+    let dropped = &env.last_statement()["predicate"]["totals"]["rows_dropped_by_reason"];
+    assert_eq!(
+        dropped,
+        &serde_json::json!({"expired": 1, "revoked": 1, "notice_outdated": 2, "category_missing": 1, "legal_basis": 1})
+    );
+}
+
+#[test]
+fn absent_columns_impose_no_constraint() {
+    let env = Env::new();
+    env.sqlite(
+        "c.db",
+        "CREATE TABLE consent_records (id INTEGER PRIMARY KEY, user_id TEXT, purpose TEXT, status TEXT, granted_at TEXT);
+         INSERT INTO consent_records VALUES (1, 'u1', 'model_training', 'granted', '2025-01-01 10:00:00');",
+    );
+    env.write("data/a.jsonl", "{\"user_id\":\"u1\"}\n");
+    env.filter_job(
+        "snapshot = \"c.db\"\npurpose = \"model_training\"\nmin_notice_version = 2\nrequired_categories = [\"text\"]",
+        "user_id",
+        "",
+    );
+    let out = env.run(&["run", "job.toml", "--no-progress"]).expect(0);
+    assert_eq!(env.read_string("out/a.jsonl"), "{\"user_id\":\"u1\"}\n");
+    assert!(out.stdout.contains("min_notice_version is not checked"), "{}", out.stdout);
+    let warnings = &env.last_statement()["predicate"]["consent"]["warnings"];
+    assert_eq!(warnings.as_array().unwrap().len(), 2, "{warnings}");
+}
+
+#[test]
+fn derived_purposes_cover_and_revoking_the_source_revokes_them() {
+    let env = Env::new();
+    env.sqlite(
+        "c.db",
+        &records(
+            "INSERT INTO consent_records (id, user_id, purpose, status, derived_purposes, created_at) VALUES
+             ('1','d_ok','analytics','granted','[\"model_training\"]','2025-01-01T00:00:00Z'),
+             ('2','d_rev','analytics','granted','[\"model_training\",\"x\"]','2025-01-01T00:00:00Z'),
+             ('3','d_rev','analytics','revoked',NULL,'2025-06-01T00:00:00Z'),
+             ('4','d_none','analytics','granted','[\"x\"]','2025-01-01T00:00:00Z'),
+             ('5','d_mix','model_training','revoked',NULL,'2025-01-01T00:00:00Z'),
+             ('6','d_mix','analytics','granted','[\"model_training\"]','2025-02-01T00:00:00Z'),
+             ('7','d_late','analytics','granted','[\"model_training\"]','2027-01-01T00:00:00Z');",
+        ),
+    );
+    assert_eq!(verdict(&env, "c.db", "d_ok"), "valid");
+    assert_eq!(verdict(&env, "c.db", "d_rev"), "not valid: revoked");
+    assert_eq!(verdict(&env, "c.db", "d_none"), "not valid: no_consent");
+    assert_eq!(verdict(&env, "c.db", "d_mix"), "valid", "the later derived grant decides");
+    assert_eq!(verdict(&env, "c.db", "d_late"), "not valid: no_consent");
+}
+
+#[test]
+fn every_timestamp_form_is_read_and_garbage_names_the_row() {
+    let env = Env::new();
+    env.sqlite(
+        "c.db",
+        &records(
+            "INSERT INTO consent_records (id, user_id, purpose, status, granted_at, expiry_at, created_at) VALUES
+             ('1','iso','model_training','granted','2025-01-01T00:00:00Z','2026-11-01T00:00:01Z',NULL),
+             ('2','off','model_training','granted','2025-01-01T00:00:00+05:30','2026-11-01T05:29:59+05:30',NULL),
+             ('3','naive','model_training','granted','2025-01-01 00:00:00.123456','2026-11-01 00:00:00.000001',NULL),
+             ('4','unix','model_training','granted',1735689600,1793491201,NULL),
+             ('5','unix_exp','model_training','granted',1735689600,1793491200,NULL);",
+        ),
+    );
+    assert_eq!(verdict(&env, "c.db", "iso"), "valid");
+    assert_eq!(verdict(&env, "c.db", "off"), "not valid: expired", "05:29:59+05:30 is before as_of");
+    assert_eq!(verdict(&env, "c.db", "naive"), "valid");
+    assert_eq!(verdict(&env, "c.db", "unix"), "valid");
+    assert_eq!(verdict(&env, "c.db", "unix_exp"), "not valid: expired");
+
+    env.sqlite(
+        "bad.db",
+        &records(
+            "INSERT INTO consent_records (id, user_id, purpose, status, granted_at) VALUES
+             ('c1','SECRET-USER-9','model_training','granted','yesterday');",
+        ),
+    );
+    env.write("data/a.jsonl", "{\"user_id\":\"SECRET-USER-9\"}\n");
+    env.filter_job("snapshot = \"bad.db\"\npurpose = \"model_training\"", "user_id", "");
+    let out = env.run(&["run", "job.toml", "--no-progress"]).expect(2);
+    assert!(!env.path("out").exists() && !env.path("reports").exists(), "nothing written");
+    assert!(out.stderr.contains("row id \"c1\"") && out.stderr.contains("granted_at"), "{}", out.stderr);
+    assert!(!out.stderr.contains("SECRET-USER-9"), "no subject id in errors: {}", out.stderr);
+}
+
+#[test]
+fn dpdp_cmp_rows_are_judged_by_grant_and_withdrawal() {
+    let env = Env::new();
+    env.sqlite(
+        "d.db",
+        "CREATE TABLE consents (id INTEGER PRIMARY KEY, user_id VARCHAR, purpose VARCHAR, granted BOOLEAN,
+                                granted_at DATETIME, withdrawn_at DATETIME, metadata JSON);
+         INSERT INTO consents VALUES
+           (1,'live','model_training',1,'2025-01-01 10:00:00.000000',NULL,'{}'),
+           (2,'gone','model_training',0,'2025-01-01 10:00:00.000000','2026-10-01 00:00:00.000000',NULL),
+           (3,'later','model_training',0,'2025-01-01 10:00:00.000000','2026-12-01 00:00:00.000000',NULL),
+           (4,'regrant','model_training',0,'2025-01-01 10:00:00.000000','2025-06-01 00:00:00.000000',NULL),
+           (5,'regrant','model_training',1,'2025-07-01 10:00:00.000000',NULL,NULL),
+           (6,'future','model_training',1,'2026-12-01 10:00:00.000000',NULL,NULL),
+           (7,'asked','model_training',0,NULL,NULL,NULL);",
+    );
+    let dpdp = |subject: &str| {
+        let out = env.run(&[
+            "consent", "check", "--snapshot", "d.db", "--schema", "dpdp-cmp", "--subject", subject, "--purpose",
+            "model_training", "--as-of", AS_OF,
+        ]);
+        out.stdout.lines().next().unwrap_or_default().split(" (").next().unwrap().to_string()
+    };
+    assert_eq!(dpdp("live"), "valid");
+    assert_eq!(dpdp("gone"), "not valid: revoked");
+    assert_eq!(dpdp("later"), "valid", "withdrawn only after as_of");
+    assert_eq!(dpdp("regrant"), "valid");
+    assert_eq!(dpdp("future"), "not valid: no_consent");
+    assert_eq!(dpdp("asked"), "not valid: pending");
+}
+
+/// The same history stored three ways gives the same filtered output.
+#[test]
+fn one_history_in_each_schema_filters_alike() {
+    let env = Env::new();
+    env.sqlite(
+        "records.db",
+        &records(
+            "INSERT INTO consent_records (id, user_id, purpose, status, granted_at, revoked_at, created_at) VALUES
+             ('1','a','model_training','granted','2025-01-01T00:00:00Z',NULL,'2025-01-01T00:00:00Z'),
+             ('2','b','model_training','granted','2025-01-01T00:00:00Z',NULL,'2025-01-01T00:00:00Z'),
+             ('3','b','model_training','revoked',NULL,'2026-01-01T00:00:00Z','2026-01-01T00:00:00Z'),
+             ('4','c','model_training','granted','2027-01-01T00:00:00Z',NULL,'2027-01-01T00:00:00Z');",
+        ),
+    );
+    env.sqlite(
+        "dpdp.db",
+        "CREATE TABLE consents (id INTEGER PRIMARY KEY, user_id TEXT, purpose TEXT, granted INTEGER,
+                                granted_at TEXT, withdrawn_at TEXT, metadata TEXT);
+         INSERT INTO consents VALUES (1,'a','model_training',1,'2025-01-01 00:00:00',NULL,NULL),
+                                     (2,'b','model_training',0,'2025-01-01 00:00:00','2026-01-01 00:00:00',NULL),
+                                     (3,'c','model_training',1,'2027-01-01 00:00:00',NULL,NULL);",
+    );
+    env.sqlite(
+        "custom.db",
+        "CREATE TABLE ledger (event_id INTEGER PRIMARY KEY, subject TEXT, use_case TEXT, state TEXT, ts TEXT);
+         INSERT INTO ledger VALUES (1,'a','model_training','granted','2025-01-01T00:00:00Z'),
+                                   (2,'b','model_training','granted','2025-01-01T00:00:00Z'),
+                                   (3,'b','model_training','revoked','2026-01-01T00:00:00Z'),
+                                   (4,'c','model_training','granted','2027-01-01T00:00:00Z');",
+    );
+    let data = "{\"user_id\":\"a\",\"n\":1}\n{\"user_id\":\"b\",\"n\":2}\n{\"user_id\":\"c\",\"n\":3}\n";
+    let consents = [
+        "snapshot = \"../records.db\"\nschema = \"consent-records\"\npurpose = \"model_training\"",
+        "snapshot = \"../dpdp.db\"\nschema = \"dpdp-cmp\"\npurpose = \"model_training\"",
+        "snapshot = \"../custom.db\"\nschema = \"custom\"\npurpose = \"model_training\"\n\
+         [consent.columns]\ntable = \"ledger\"\nid = \"event_id\"\nuser_id = \"subject\"\npurpose = \"use_case\"\n\
+         status = \"state\"\ncreated_at = \"ts\"",
+    ];
+    for (i, consent) in consents.iter().enumerate() {
+        let job = Env { dir: tempfile::tempdir_in(env.dir.path()).unwrap() };
+        job.write("data/x.jsonl", data);
+        job.filter_job(consent, "user_id", "");
+        job.run(&["run", "job.toml", "--no-progress"]).expect(0);
+        assert_eq!(job.read_string("out/x.jsonl"), "{\"user_id\":\"a\",\"n\":1}\n", "schema #{i}");
+    }
+}
+
+#[test]
+fn custom_column_names_are_checked_and_quoted() {
+    let env = Env::new();
+    env.sqlite(
+        "c.db",
+        "CREATE TABLE \"odd table\" (\"user id\" TEXT, \"the purpose\" TEXT, st TEXT, t TEXT);
+         INSERT INTO \"odd table\" VALUES ('u1','model_training','granted','2025-01-01T00:00:00Z');",
+    );
+    env.write("data/a.jsonl", "{\"user_id\":\"u1\"}\n");
+    let custom = |user_col: &str| {
+        format!(
+            "snapshot = \"c.db\"\nschema = \"custom\"\npurpose = \"model_training\"\n[consent.columns]\n\
+             table = \"odd table\"\nuser_id = {user_col:?}\npurpose = \"the purpose\"\nstatus = \"st\"\ncreated_at = \"t\""
+        )
+    };
+    env.filter_job(&custom("user id"), "user_id", "");
+    env.run(&["run", "job.toml", "--no-progress"]).expect(0);
+    assert_eq!(env.read_string("out/a.jsonl"), "{\"user_id\":\"u1\"}\n");
+
+    std::fs::remove_dir_all(env.path("out")).unwrap();
+    env.filter_job(&custom("x\" FROM sqlite_schema; --"), "user_id", "");
+    let out = env.run(&["run", "job.toml", "--no-progress"]).expect(2);
+    assert!(out.stderr.contains("has no column") && out.stderr.contains("user id"), "{}", out.stderr);
+    assert!(!env.path("out").exists());
+}
+
+#[test]
+fn a_hostile_snapshot_cannot_run_triggers_or_views() {
+    let env = Env::new();
+    let db = env.sqlite(
+        "c.db",
+        &records(
+            "CREATE TABLE audit (n INTEGER);
+             INSERT INTO consent_records (id, user_id, purpose, status, created_at)
+                 VALUES ('1','u1','model_training','granted','2025-01-01T00:00:00Z');
+             CREATE TRIGGER t AFTER INSERT ON consent_records BEGIN INSERT INTO audit VALUES (1); END;",
+        ),
+    );
+    let before = std::fs::read(&db).unwrap();
+    assert_eq!(verdict(&env, "c.db", "u1"), "valid");
+    assert_eq!(std::fs::read(&db).unwrap(), before, "the snapshot is never written");
+
+    // A view named like the table is not read as the table.
+    env.sqlite(
+        "v.db",
+        "CREATE TABLE real (user_id TEXT, purpose TEXT, status TEXT, created_at TEXT);
+         CREATE VIEW consent_records AS SELECT * FROM real;",
+    );
+    let out = env.run(&["consent", "check", "--snapshot", "v.db", "--subject", "u", "--purpose", "p"]);
+    assert_eq!(out.code, 2, "{}{}", out.stdout, out.stderr);
+}
+
+#[test]
+fn inspect_counts_records_subjects_and_verdicts() {
+    let env = Env::new();
+    env.sqlite(
+        "c.db",
+        &records(
+            "INSERT INTO consent_records (id, user_id, purpose, status, created_at) VALUES
+             ('1','a','model_training','granted','2025-01-01T00:00:00Z'),
+             ('2','b','model_training','granted','2025-01-01T00:00:00Z'),
+             ('3','b','model_training','revoked','2025-05-01T00:00:00Z'),
+             ('4','a','analytics','granted','2024-12-31T00:00:00Z');",
+        ),
+    );
+    let out = env
+        .run(&["consent", "inspect", "--snapshot", "c.db", "--purpose", "model_training", "--as-of", AS_OF, "--json"])
+        .expect(0);
+    let v: serde_json::Value = serde_json::from_str(&out.stdout).unwrap();
+    assert_eq!(v["schema"], "consent-records");
+    assert_eq!(v["records"], 4);
+    assert_eq!(v["subjects"], 2);
+    assert_eq!(v["earliest"], "2024-12-31T00:00:00Z");
+    assert_eq!(v["latest"], "2025-05-01T00:00:00Z");
+    assert_eq!(v["judged"]["subjects"]["valid"], 1);
+    assert_eq!(v["judged"]["subjects"]["not_valid"]["revoked"], 1);
+    let mt = v["purposes"].as_array().unwrap().iter().find(|p| p["purpose"] == "model_training").unwrap();
+    assert_eq!(mt["subjects"], 2);
+    assert_eq!(mt["records_by_status"], serde_json::json!({"granted": 2, "revoked": 1}));
+}

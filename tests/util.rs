@@ -1,0 +1,151 @@
+//! Test helpers: a temp directory per test, fixtures built from text, and a runner for the
+//! real `consentry` binary that captures exit code, stdout and stderr.
+
+#![allow(dead_code)]
+
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+pub const BIN: &str = env!("CARGO_BIN_EXE_consentry");
+
+/// The repository root (for the bundled fixtures and jobs).
+pub fn repo() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+}
+
+/// What a command did.
+#[derive(Debug)]
+pub struct Output {
+    pub code: i32,
+    pub stdout: String,
+    pub stderr: String,
+}
+
+impl Output {
+    /// Fails the test with everything the command printed unless it exited with `code`.
+    pub fn expect(self, code: i32) -> Output {
+        assert_eq!(self.code, code, "exit code\n--- stdout\n{}\n--- stderr\n{}", self.stdout, self.stderr);
+        self
+    }
+}
+
+/// A scratch directory that lives as long as the test.
+pub struct Env {
+    pub dir: tempfile::TempDir,
+}
+
+impl Env {
+    pub fn new() -> Env {
+        Env { dir: tempfile::Builder::new().prefix("consentry-test-").tempdir().expect("temp dir") }
+    }
+
+    pub fn path(&self, rel: &str) -> PathBuf {
+        self.dir.path().join(rel)
+    }
+
+    /// Writes a file, creating its directories.
+    pub fn write(&self, rel: &str, bytes: impl AsRef<[u8]>) -> PathBuf {
+        let path = self.path(rel);
+        std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+        std::fs::write(&path, bytes).unwrap();
+        path
+    }
+
+    pub fn read(&self, rel: &str) -> Vec<u8> {
+        std::fs::read(self.path(rel)).unwrap_or_else(|e| panic!("read {rel}: {e}"))
+    }
+
+    pub fn read_string(&self, rel: &str) -> String {
+        String::from_utf8(self.read(rel)).unwrap()
+    }
+
+    /// Builds a SQLite database from SQL text.
+    pub fn sqlite(&self, rel: &str, sql: &str) -> PathBuf {
+        let path = self.path(rel);
+        std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+        let _ = std::fs::remove_file(&path);
+        let conn = rusqlite::Connection::open(&path).unwrap();
+        conn.execute_batch(sql).unwrap();
+        path
+    }
+
+    /// Makes a key directory `keys/` with `consentry keygen`.
+    pub fn keys(&self) -> PathBuf {
+        let dir = self.path("keys");
+        if !dir.join("signing.key").exists() {
+            self.run(&["keygen", "--out", dir.to_str().unwrap()]).expect(0);
+        }
+        dir
+    }
+
+    /// Runs the binary in this directory.
+    pub fn run(&self, args: &[&str]) -> Output {
+        let out = Command::new(BIN).args(args).current_dir(self.dir.path()).output().expect("run consentry");
+        Output {
+            code: out.status.code().unwrap_or(-1),
+            stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
+            stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
+        }
+    }
+
+    /// Writes `job.toml` for a filter job over `data/` into `out/`, with keys and reports in
+    /// this directory. `consent` is the body of the [consent] section; `extra` is appended.
+    pub fn filter_job(&self, consent: &str, subject_field: &str, extra: &str) -> PathBuf {
+        self.keys();
+        self.write(
+            "job.toml",
+            format!(
+                "[job]\nname = \"t\"\nkind = \"filter\"\nas_of = \"2026-11-01T00:00:00Z\"\n\n\
+                 [consent]\n{consent}\n\n[input]\npaths = [\"data\"]\nsubject_field = \"{subject_field}\"\n\n\
+                 [output]\ndir = \"out\"\n\n[report]\ndir = \"reports\"\nsigning_key = \"keys/signing.key\"\n\
+                 pseudonym_key = \"keys/pseudonym.key\"\n{extra}"
+            ),
+        )
+    }
+
+    /// The decoded in-toto statement of the newest report in `reports/`.
+    pub fn last_statement(&self) -> serde_json::Value {
+        let mut files: Vec<_> = std::fs::read_dir(self.path("reports"))
+            .unwrap()
+            .map(|e| e.unwrap().path())
+            .filter(|p| p.to_string_lossy().ends_with(".dsse.json"))
+            .collect();
+        files.sort();
+        let env: serde_json::Value = serde_json::from_slice(&std::fs::read(files.last().unwrap()).unwrap()).unwrap();
+        use base64::Engine as _;
+        let payload =
+            base64::engine::general_purpose::STANDARD.decode(env["payload"].as_str().unwrap()).unwrap();
+        serde_json::from_slice(&payload).unwrap()
+    }
+}
+
+/// A consent-records table with one row per (user, status, time); other columns NULL.
+pub const RECORDS_TABLE: &str = "CREATE TABLE consent_records (id TEXT PRIMARY KEY, user_id TEXT NOT NULL, \
+    purpose TEXT NOT NULL, status TEXT NOT NULL, granted_at DATETIME, revoked_at DATETIME, expiry_at DATETIME, \
+    notice_version INTEGER, data_categories TEXT, legal_basis TEXT, derived_purposes TEXT, created_at DATETIME);";
+
+/// gzip bytes as one member.
+pub fn gzip(data: &[u8]) -> Vec<u8> {
+    let mut enc = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::default());
+    enc.write_all(data).unwrap();
+    enc.finish().unwrap()
+}
+
+pub fn gunzip(data: &[u8]) -> Vec<u8> {
+    let mut out = Vec::new();
+    std::io::Read::read_to_end(&mut flate2::read::MultiGzDecoder::new(data), &mut out).unwrap();
+    out
+}
+
+pub fn zstd(data: &[u8]) -> Vec<u8> {
+    zstd::bulk::compress(data, 3).unwrap()
+}
+
+pub fn unzstd(data: &[u8]) -> Vec<u8> {
+    zstd::stream::decode_all(data).unwrap()
+}
+
+pub fn path_str(p: &Path) -> &str {
+    p.to_str().unwrap()
+}

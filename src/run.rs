@@ -196,6 +196,32 @@ fn check_outputs(job: &Job, out_root: &Path, found: &Discovery) -> Result<()> {
             ));
         }
     }
+    let mut ancestor = out_root;
+    loop {
+        if ancestor.symlink_metadata().is_ok() {
+            match std::fs::metadata(ancestor) {
+                Ok(m) if m.is_dir() => break,
+                Ok(_) => {
+                    return Err(Error::Output {
+                        path: ancestor.to_path_buf(),
+                        message:
+                            "exists and is not a directory, so the output tree cannot be made there"
+                                .into(),
+                    })
+                }
+                Err(e) => {
+                    return Err(Error::Output {
+                        path: ancestor.to_path_buf(),
+                        message: format!("cannot be used as a directory: {e}"),
+                    })
+                }
+            }
+        }
+        match ancestor.parent() {
+            Some(parent) => ancestor = parent,
+            None => break,
+        }
+    }
     let existing: Vec<String> = found
         .files
         .iter()

@@ -6,15 +6,38 @@ const AS_OF: &str = "2026-11-01T00:00:00Z";
 
 /// Runs `consent check` and returns (exit code, first line).
 fn check(env: &Env, db: &str, subject: &str, purpose: &str) -> (i32, String) {
-    let out = env.run(&["consent", "check", "--snapshot", db, "--subject", subject, "--purpose", purpose, "--as-of", AS_OF]);
-    assert!(out.code == 0 || out.code == 1, "unexpected exit {}: {}", out.code, out.stderr);
-    (out.code, out.stdout.lines().next().unwrap_or_default().to_string())
+    let out = env.run(&[
+        "consent",
+        "check",
+        "--snapshot",
+        db,
+        "--subject",
+        subject,
+        "--purpose",
+        purpose,
+        "--as-of",
+        AS_OF,
+    ]);
+    assert!(
+        out.code == 0 || out.code == 1,
+        "unexpected exit {}: {}",
+        out.code,
+        out.stderr
+    );
+    (
+        out.code,
+        out.stdout.lines().next().unwrap_or_default().to_string(),
+    )
 }
 
 fn verdict(env: &Env, db: &str, subject: &str) -> String {
     let (code, line) = check(env, db, subject, "model_training");
     let word = line.split(" (").next().unwrap().to_string();
-    assert_eq!(code == 0, word == "valid", "exit code agrees with the answer: {line}");
+    assert_eq!(
+        code == 0,
+        word == "valid",
+        "exit code agrees with the answer: {line}"
+    );
     word
 }
 
@@ -44,11 +67,23 @@ fn latest_covering_record_decides_and_ties_go_to_revoked() {
     );
     assert_eq!(verdict(&env, "c.db", "regrant"), "valid");
     assert_eq!(verdict(&env, "c.db", "tie"), "not valid: revoked");
-    assert_eq!(verdict(&env, "c.db", "future"), "valid", "a revocation after as_of is ignored");
+    assert_eq!(
+        verdict(&env, "c.db", "future"),
+        "valid",
+        "a revocation after as_of is ignored"
+    );
     assert_eq!(verdict(&env, "c.db", "onlyfuture"), "not valid: no_consent");
     assert_eq!(verdict(&env, "c.db", "pend"), "not valid: pending");
-    assert_eq!(verdict(&env, "c.db", "other"), "not valid: no_consent", "another purpose does not cover");
-    assert_eq!(verdict(&env, "c.db", "at_t"), "valid", "a record at exactly as_of counts");
+    assert_eq!(
+        verdict(&env, "c.db", "other"),
+        "not valid: no_consent",
+        "another purpose does not cover"
+    );
+    assert_eq!(
+        verdict(&env, "c.db", "at_t"),
+        "valid",
+        "a record at exactly as_of counts"
+    );
     assert_eq!(verdict(&env, "c.db", "nobody"), "not valid: no_consent");
 }
 
@@ -71,10 +106,19 @@ fn granted_records_must_meet_time_and_job_rules() {
     );
     env.write(
         "data/rows.jsonl",
-        ["ok", "exp", "rvk", "rvk_later", "old", "nover", "cats", "basis"]
-            .iter()
-            .map(|u| format!("{{\"user_id\":\"{u}\"}}\n"))
-            .collect::<String>(),
+        [
+            "ok",
+            "exp",
+            "rvk",
+            "rvk_later",
+            "old",
+            "nover",
+            "cats",
+            "basis",
+        ]
+        .iter()
+        .map(|u| format!("{{\"user_id\":\"{u}\"}}\n"))
+        .collect::<String>(),
     );
     env.filter_job(
         "snapshot = \"c.db\"\npurpose = \"model_training\"\nmin_notice_version = 2\nrequired_categories = [\"text\"]",
@@ -82,7 +126,10 @@ fn granted_records_must_meet_time_and_job_rules() {
         "",
     );
     env.run(&["run", "job.toml", "--no-progress"]).expect(0);
-    assert_eq!(env.read_string("out/rows.jsonl"), "{\"user_id\":\"ok\"}\n{\"user_id\":\"rvk_later\"}\n");
+    assert_eq!(
+        env.read_string("out/rows.jsonl"),
+        "{\"user_id\":\"ok\"}\n{\"user_id\":\"rvk_later\"}\n"
+    );
     let dropped = &env.last_statement()["predicate"]["totals"]["rows_dropped_by_reason"];
     assert_eq!(
         dropped,
@@ -106,7 +153,11 @@ fn absent_columns_impose_no_constraint() {
     );
     let out = env.run(&["run", "job.toml", "--no-progress"]).expect(0);
     assert_eq!(env.read_string("out/a.jsonl"), "{\"user_id\":\"u1\"}\n");
-    assert!(out.stdout.contains("min_notice_version is not checked"), "{}", out.stdout);
+    assert!(
+        out.stdout.contains("min_notice_version is not checked"),
+        "{}",
+        out.stdout
+    );
     let warnings = &env.last_statement()["predicate"]["consent"]["warnings"];
     assert_eq!(warnings.as_array().unwrap().len(), 2, "{warnings}");
 }
@@ -130,7 +181,11 @@ fn derived_purposes_cover_and_revoking_the_source_revokes_them() {
     assert_eq!(verdict(&env, "c.db", "d_ok"), "valid");
     assert_eq!(verdict(&env, "c.db", "d_rev"), "not valid: revoked");
     assert_eq!(verdict(&env, "c.db", "d_none"), "not valid: no_consent");
-    assert_eq!(verdict(&env, "c.db", "d_mix"), "valid", "the later derived grant decides");
+    assert_eq!(
+        verdict(&env, "c.db", "d_mix"),
+        "valid",
+        "the later derived grant decides"
+    );
     assert_eq!(verdict(&env, "c.db", "d_late"), "not valid: no_consent");
 }
 
@@ -149,7 +204,11 @@ fn every_timestamp_form_is_read_and_garbage_names_the_row() {
         ),
     );
     assert_eq!(verdict(&env, "c.db", "iso"), "valid");
-    assert_eq!(verdict(&env, "c.db", "off"), "not valid: expired", "05:29:59+05:30 is before as_of");
+    assert_eq!(
+        verdict(&env, "c.db", "off"),
+        "not valid: expired",
+        "05:29:59+05:30 is before as_of"
+    );
     assert_eq!(verdict(&env, "c.db", "naive"), "valid");
     assert_eq!(verdict(&env, "c.db", "unix"), "valid");
     assert_eq!(verdict(&env, "c.db", "unix_exp"), "not valid: expired");
@@ -162,11 +221,26 @@ fn every_timestamp_form_is_read_and_garbage_names_the_row() {
         ),
     );
     env.write("data/a.jsonl", "{\"user_id\":\"SECRET-USER-9\"}\n");
-    env.filter_job("snapshot = \"bad.db\"\npurpose = \"model_training\"", "user_id", "");
+    env.filter_job(
+        "snapshot = \"bad.db\"\npurpose = \"model_training\"",
+        "user_id",
+        "",
+    );
     let out = env.run(&["run", "job.toml", "--no-progress"]).expect(2);
-    assert!(!env.path("out").exists() && !env.path("reports").exists(), "nothing written");
-    assert!(out.stderr.contains("row id \"c1\"") && out.stderr.contains("granted_at"), "{}", out.stderr);
-    assert!(!out.stderr.contains("SECRET-USER-9"), "no subject id in errors: {}", out.stderr);
+    assert!(
+        !env.path("out").exists() && !env.path("reports").exists(),
+        "nothing written"
+    );
+    assert!(
+        out.stderr.contains("row id \"c1\"") && out.stderr.contains("granted_at"),
+        "{}",
+        out.stderr
+    );
+    assert!(
+        !out.stderr.contains("SECRET-USER-9"),
+        "no subject id in errors: {}",
+        out.stderr
+    );
 }
 
 #[test]
@@ -187,10 +261,27 @@ fn dpdp_cmp_rows_are_judged_by_grant_and_withdrawal() {
     );
     let dpdp = |subject: &str| {
         let out = env.run(&[
-            "consent", "check", "--snapshot", "d.db", "--schema", "dpdp-cmp", "--subject", subject, "--purpose",
-            "model_training", "--as-of", AS_OF,
+            "consent",
+            "check",
+            "--snapshot",
+            "d.db",
+            "--schema",
+            "dpdp-cmp",
+            "--subject",
+            subject,
+            "--purpose",
+            "model_training",
+            "--as-of",
+            AS_OF,
         ]);
-        out.stdout.lines().next().unwrap_or_default().split(" (").next().unwrap().to_string()
+        out.stdout
+            .lines()
+            .next()
+            .unwrap_or_default()
+            .split(" (")
+            .next()
+            .unwrap()
+            .to_string()
     };
     assert_eq!(dpdp("live"), "valid");
     assert_eq!(dpdp("gone"), "not valid: revoked");
@@ -230,7 +321,8 @@ fn one_history_in_each_schema_filters_alike() {
                                    (3,'b','model_training','revoked','2026-01-01T00:00:00Z'),
                                    (4,'c','model_training','granted','2027-01-01T00:00:00Z');",
     );
-    let data = "{\"user_id\":\"a\",\"n\":1}\n{\"user_id\":\"b\",\"n\":2}\n{\"user_id\":\"c\",\"n\":3}\n";
+    let data =
+        "{\"user_id\":\"a\",\"n\":1}\n{\"user_id\":\"b\",\"n\":2}\n{\"user_id\":\"c\",\"n\":3}\n";
     let consents = [
         "snapshot = \"../records.db\"\nschema = \"consent-records\"\npurpose = \"model_training\"",
         "snapshot = \"../dpdp.db\"\nschema = \"dpdp-cmp\"\npurpose = \"model_training\"",
@@ -239,11 +331,17 @@ fn one_history_in_each_schema_filters_alike() {
          status = \"state\"\ncreated_at = \"ts\"",
     ];
     for (i, consent) in consents.iter().enumerate() {
-        let job = Env { dir: tempfile::tempdir_in(env.dir.path()).unwrap() };
+        let job = Env {
+            dir: tempfile::tempdir_in(env.dir.path()).unwrap(),
+        };
         job.write("data/x.jsonl", data);
         job.filter_job(consent, "user_id", "");
         job.run(&["run", "job.toml", "--no-progress"]).expect(0);
-        assert_eq!(job.read_string("out/x.jsonl"), "{\"user_id\":\"a\",\"n\":1}\n", "schema #{i}");
+        assert_eq!(
+            job.read_string("out/x.jsonl"),
+            "{\"user_id\":\"a\",\"n\":1}\n",
+            "schema #{i}"
+        );
     }
 }
 
@@ -269,7 +367,11 @@ fn custom_column_names_are_checked_and_quoted() {
     std::fs::remove_dir_all(env.path("out")).unwrap();
     env.filter_job(&custom("x\" FROM sqlite_schema; --"), "user_id", "");
     let out = env.run(&["run", "job.toml", "--no-progress"]).expect(2);
-    assert!(out.stderr.contains("has no column") && out.stderr.contains("user id"), "{}", out.stderr);
+    assert!(
+        out.stderr.contains("has no column") && out.stderr.contains("user id"),
+        "{}",
+        out.stderr
+    );
     assert!(!env.path("out").exists());
 }
 
@@ -287,7 +389,11 @@ fn a_hostile_snapshot_cannot_run_triggers_or_views() {
     );
     let before = std::fs::read(&db).unwrap();
     assert_eq!(verdict(&env, "c.db", "u1"), "valid");
-    assert_eq!(std::fs::read(&db).unwrap(), before, "the snapshot is never written");
+    assert_eq!(
+        std::fs::read(&db).unwrap(),
+        before,
+        "the snapshot is never written"
+    );
 
     // A view named like the table is not read as the table.
     env.sqlite(
@@ -295,7 +401,16 @@ fn a_hostile_snapshot_cannot_run_triggers_or_views() {
         "CREATE TABLE real (user_id TEXT, purpose TEXT, status TEXT, created_at TEXT);
          CREATE VIEW consent_records AS SELECT * FROM real;",
     );
-    let out = env.run(&["consent", "check", "--snapshot", "v.db", "--subject", "u", "--purpose", "p"]);
+    let out = env.run(&[
+        "consent",
+        "check",
+        "--snapshot",
+        "v.db",
+        "--subject",
+        "u",
+        "--purpose",
+        "p",
+    ]);
     assert_eq!(out.code, 2, "{}{}", out.stdout, out.stderr);
 }
 
@@ -313,7 +428,17 @@ fn inspect_counts_records_subjects_and_verdicts() {
         ),
     );
     let out = env
-        .run(&["consent", "inspect", "--snapshot", "c.db", "--purpose", "model_training", "--as-of", AS_OF, "--json"])
+        .run(&[
+            "consent",
+            "inspect",
+            "--snapshot",
+            "c.db",
+            "--purpose",
+            "model_training",
+            "--as-of",
+            AS_OF,
+            "--json",
+        ])
         .expect(0);
     let v: serde_json::Value = serde_json::from_str(&out.stdout).unwrap();
     assert_eq!(v["schema"], "consent-records");
@@ -323,7 +448,15 @@ fn inspect_counts_records_subjects_and_verdicts() {
     assert_eq!(v["latest"], "2025-05-01T00:00:00Z");
     assert_eq!(v["judged"]["subjects"]["valid"], 1);
     assert_eq!(v["judged"]["subjects"]["not_valid"]["revoked"], 1);
-    let mt = v["purposes"].as_array().unwrap().iter().find(|p| p["purpose"] == "model_training").unwrap();
+    let mt = v["purposes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|p| p["purpose"] == "model_training")
+        .unwrap();
     assert_eq!(mt["subjects"], 2);
-    assert_eq!(mt["records_by_status"], serde_json::json!({"granted": 2, "revoked": 1}));
+    assert_eq!(
+        mt["records_by_status"],
+        serde_json::json!({"granted": 2, "revoked": 1})
+    );
 }

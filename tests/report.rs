@@ -16,8 +16,15 @@ fn env_with_reports(runs: usize) -> (Env, Vec<std::path::PathBuf>) {
              VALUES ('1','u1','model_training','granted','2025-01-01T00:00:00Z');"
         ),
     );
-    env.write("data/a.jsonl", "{\"user_id\":\"u1\",\"t\":1}\n{\"user_id\":\"CANARY-5e1d\",\"t\":2}\n");
-    env.filter_job("snapshot = \"consent.db\"\npurpose = \"model_training\"", "user_id", "");
+    env.write(
+        "data/a.jsonl",
+        "{\"user_id\":\"u1\",\"t\":1}\n{\"user_id\":\"CANARY-5e1d\",\"t\":2}\n",
+    );
+    env.filter_job(
+        "snapshot = \"consent.db\"\npurpose = \"model_training\"",
+        "user_id",
+        "",
+    );
     for _ in 0..runs {
         let _ = std::fs::remove_dir_all(env.path("out"));
         env.run(&["run", "job.toml", "--no-progress"]).expect(0);
@@ -51,28 +58,53 @@ fn verify(env: &Env, extra: &[&str]) -> Output {
 fn reports_are_dsse_envelopes_over_in_toto_statements() {
     let (env, reports) = env_with_reports(1);
     assert_eq!(reports.len(), 1);
-    assert!(reports[0].file_name().unwrap().to_string_lossy().starts_with("00000001-t"));
-    let envelope: serde_json::Value = serde_json::from_slice(&std::fs::read(&reports[0]).unwrap()).unwrap();
+    assert!(reports[0]
+        .file_name()
+        .unwrap()
+        .to_string_lossy()
+        .starts_with("00000001-t"));
+    let envelope: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(&reports[0]).unwrap()).unwrap();
     assert_eq!(envelope["payloadType"], "application/vnd.in-toto+json");
     let keyid = envelope["signatures"][0]["keyid"].as_str().unwrap();
     let der = Command::new("openssl")
-        .args(["pkey", "-pubin", "-in", path_str(&env.path("keys/signing.pub")), "-outform", "DER"])
+        .args([
+            "pkey",
+            "-pubin",
+            "-in",
+            path_str(&env.path("keys/signing.pub")),
+            "-outform",
+            "DER",
+        ])
         .output();
     if let Some(der) = der.ok().filter(|o| o.status.success()) {
         use sha2::Digest;
-        assert_eq!(keyid, hex::encode(sha2::Sha256::digest(&der.stdout)), "keyid is sha256 of the SPKI DER");
+        assert_eq!(
+            keyid,
+            hex::encode(sha2::Sha256::digest(&der.stdout)),
+            "keyid is sha256 of the SPKI DER"
+        );
     }
     let s = env.last_statement();
     assert_eq!(s["_type"], "https://in-toto.io/Statement/v1");
     assert_eq!(s["predicateType"], "https://consentry.dev/job-report/v1");
     assert_eq!(s["subject"][0]["name"], "out/a.jsonl");
     use sha2::Digest;
-    assert_eq!(s["subject"][0]["digest"]["sha256"], hex::encode(sha2::Sha256::digest(env.read("out/a.jsonl"))));
+    assert_eq!(
+        s["subject"][0]["digest"]["sha256"],
+        hex::encode(sha2::Sha256::digest(env.read("out/a.jsonl")))
+    );
     let p = &s["predicate"];
-    assert_eq!(p["chain"], serde_json::json!({"sequence": 1, "previous_sha256": null}));
+    assert_eq!(
+        p["chain"],
+        serde_json::json!({"sequence": 1, "previous_sha256": null})
+    );
     assert_eq!(p["status"], "complete");
     assert_eq!(p["job"]["kind"], "filter");
-    assert_eq!(p["inputs"][0]["rows_dropped"], serde_json::json!({"no_consent": 1}));
+    assert_eq!(
+        p["inputs"][0]["rows_dropped"],
+        serde_json::json!({"no_consent": 1})
+    );
     verify(&env, &["--check-files"]).expect(0);
 }
 
@@ -97,12 +129,28 @@ fn the_readme_openssl_recipe_verifies_a_report() {
         eprintln!("skipped: jq is not installed");
         return;
     }
-    let out = Command::new("bash").arg("-c").arg(&script).output().unwrap();
-    assert!(out.status.success(), "{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+    let out = Command::new("bash")
+        .arg("-c")
+        .arg(&script)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
     assert!(String::from_utf8_lossy(&out.stdout).contains("Signature Verified Successfully"));
     // The same recipe rejects a payload changed by one byte.
-    let tamper = script.replace("cat payload.bin;", "sed 's/complete/partial_/' payload.bin;");
-    let out = Command::new("bash").arg("-c").arg(&tamper).output().unwrap();
+    let tamper = script.replace(
+        "cat payload.bin;",
+        "sed 's/complete/partial_/' payload.bin;",
+    );
+    let out = Command::new("bash")
+        .arg("-c")
+        .arg(&tamper)
+        .output()
+        .unwrap();
     assert!(!out.status.success());
 }
 
@@ -128,32 +176,52 @@ fn the_chain_names_every_tampering() {
     let mut env2: serde_json::Value = serde_json::from_slice(&original[1]).unwrap();
     use base64::Engine as _;
     let b64 = base64::engine::general_purpose::STANDARD;
-    let payload = String::from_utf8(b64.decode(env2["payload"].as_str().unwrap()).unwrap()).unwrap();
+    let payload =
+        String::from_utf8(b64.decode(env2["payload"].as_str().unwrap()).unwrap()).unwrap();
     let forged = payload.replace("\"rows_kept\":1", "\"rows_kept\":2");
     assert_ne!(forged, payload);
     env2["payload"] = b64.encode(forged).into();
     std::fs::write(&reports[1], serde_json::to_vec(&env2).unwrap()).unwrap();
     let out = verify(&env, &[]).expect(3);
-    assert!(out.stdout.contains("00000002-t.dsse.json") && out.stdout.contains("signature"), "{}", out.stdout);
+    assert!(
+        out.stdout.contains("00000002-t.dsse.json") && out.stdout.contains("signature"),
+        "{}",
+        out.stdout
+    );
     restore();
 
     // Removed from the middle.
     std::fs::remove_file(&reports[1]).unwrap();
     let out = verify(&env, &[]).expect(3);
-    assert!(out.stdout.contains("00000003-t.dsse.json: sequence 3 where 2 was expected"), "{}", out.stdout);
+    assert!(
+        out.stdout
+            .contains("00000003-t.dsse.json: sequence 3 where 2 was expected"),
+        "{}",
+        out.stdout
+    );
     restore();
 
     // Reordered: reports 2 and 3 swap names.
     std::fs::write(&reports[1], &original[2]).unwrap();
     std::fs::write(&reports[2], &original[1]).unwrap();
     let out = verify(&env, &[]).expect(3);
-    assert!(out.stdout.contains("does not match its signed sequence number"), "{}", out.stdout);
+    assert!(
+        out.stdout
+            .contains("does not match its signed sequence number"),
+        "{}",
+        out.stdout
+    );
     restore();
 
     // Duplicated: report 4 copied as a fifth.
     std::fs::write(env.path("reports/00000005-t.dsse.json"), &original[3]).unwrap();
     let out = verify(&env, &[]).expect(3);
-    assert!(out.stdout.contains("00000005-t.dsse.json: sequence 4 where 5 was expected"), "{}", out.stdout);
+    assert!(
+        out.stdout
+            .contains("00000005-t.dsse.json: sequence 4 where 5 was expected"),
+        "{}",
+        out.stdout
+    );
     restore();
     verify(&env, &[]).expect(0);
 }
@@ -162,7 +230,11 @@ fn the_chain_names_every_tampering() {
 fn check_files_notices_a_changed_output() {
     let (env, _) = env_with_reports(1);
     verify(&env, &["--check-files"]).expect(0);
-    std::fs::write(env.path("out/a.jsonl"), "{\"user_id\":\"u1\",\"t\":1}\n{\"injected\":1}\n").unwrap();
+    std::fs::write(
+        env.path("out/a.jsonl"),
+        "{\"user_id\":\"u1\",\"t\":1}\n{\"injected\":1}\n",
+    )
+    .unwrap();
     let out = verify(&env, &["--check-files"]).expect(3);
     assert!(out.stdout.contains("out/a.jsonl changed"), "{}", out.stdout);
 }
@@ -172,9 +244,22 @@ fn a_report_signed_by_another_key_fails_against_a_pinned_key() {
     let (env, reports) = env_with_reports(1);
     let other = env.path("other");
     env.run(&["keygen", "--out", path_str(&other)]).expect(0);
-    let out = env.run(&["verify", "--pubkey", path_str(&other.join("signing.pub")), path_str(&reports[0])]).expect(3);
+    let out = env
+        .run(&[
+            "verify",
+            "--pubkey",
+            path_str(&other.join("signing.pub")),
+            path_str(&reports[0]),
+        ])
+        .expect(3);
     assert!(out.stdout.contains("FAILED"), "{}", out.stdout);
-    env.run(&["verify", "--pubkey", path_str(&env.path("keys/signing.pub")), path_str(&reports[0])]).expect(0);
+    env.run(&[
+        "verify",
+        "--pubkey",
+        path_str(&env.path("keys/signing.pub")),
+        path_str(&reports[0]),
+    ])
+    .expect(0);
 }
 
 #[test]
@@ -195,16 +280,28 @@ fn keygen_writes_private_files_and_never_overwrites() {
 #[test]
 fn an_exposed_or_linked_signing_key_is_refused_before_any_work() {
     let (env, _) = env_with_reports(0);
-    std::fs::set_permissions(env.path("keys/signing.key"), std::fs::Permissions::from_mode(0o644)).unwrap();
+    std::fs::set_permissions(
+        env.path("keys/signing.key"),
+        std::fs::Permissions::from_mode(0o644),
+    )
+    .unwrap();
     let out = env.run(&["run", "job.toml", "--no-progress"]).expect(2);
     assert!(out.stderr.contains("chmod 600"), "{}", out.stderr);
     assert!(!env.path("out").exists() && !env.path("reports").exists());
 
-    std::fs::set_permissions(env.path("keys/signing.key"), std::fs::Permissions::from_mode(0o600)).unwrap();
+    std::fs::set_permissions(
+        env.path("keys/signing.key"),
+        std::fs::Permissions::from_mode(0o600),
+    )
+    .unwrap();
     std::fs::rename(env.path("keys/signing.key"), env.path("real.key")).unwrap();
     std::os::unix::fs::symlink(env.path("real.key"), env.path("keys/signing.key")).unwrap();
     let out = env.run(&["run", "job.toml", "--no-progress"]).expect(2);
-    assert!(out.stderr.contains("symlink") || out.stderr.contains("symbolic link"), "{}", out.stderr);
+    assert!(
+        out.stderr.contains("symlink") || out.stderr.contains("symbolic link"),
+        "{}",
+        out.stderr
+    );
     assert!(!env.path("out").exists());
 }
 
@@ -213,7 +310,9 @@ fn no_raw_subject_id_leaves_the_process() {
     let (env, reports) = env_with_reports(1);
     let _ = std::fs::remove_dir_all(env.path("out"));
     let run = env.run(&["run", "job.toml", "--json"]).expect(0);
-    let show = env.run(&["report", "show", path_str(&reports[0]), "--html", "r.html"]).expect(0);
+    let show = env
+        .run(&["report", "show", path_str(&reports[0]), "--html", "r.html"])
+        .expect(0);
     let mut seen = run.stdout + &run.stderr + &show.stdout + &show.stderr;
     for r in std::fs::read_dir(env.path("reports")).unwrap() {
         let bytes = std::fs::read(r.unwrap().path()).unwrap();
@@ -221,23 +320,37 @@ fn no_raw_subject_id_leaves_the_process() {
         if let Ok(v) = serde_json::from_slice::<serde_json::Value>(&bytes) {
             if let Some(p) = v["payload"].as_str() {
                 use base64::Engine as _;
-                seen += &String::from_utf8_lossy(&base64::engine::general_purpose::STANDARD.decode(p).unwrap());
+                seen += &String::from_utf8_lossy(
+                    &base64::engine::general_purpose::STANDARD.decode(p).unwrap(),
+                );
             }
         }
     }
     seen += &env.read_string("r.html");
-    assert!(!seen.contains("CANARY-5e1d"), "the canary subject id leaked");
+    assert!(
+        !seen.contains("CANARY-5e1d"),
+        "the canary subject id leaked"
+    );
     assert!(!seen.contains("u1\""), "a kept subject id leaked");
 }
 
 #[test]
 fn report_show_writes_one_self_contained_page() {
     let (env, reports) = env_with_reports(1);
-    let out = env.run(&["report", "show", path_str(&reports[0]), "--html", "r.html"]).expect(0);
-    assert!(out.stdout.contains("filter job t: complete"), "{}", out.stdout);
+    let out = env
+        .run(&["report", "show", path_str(&reports[0]), "--html", "r.html"])
+        .expect(0);
+    assert!(
+        out.stdout.contains("filter job t: complete"),
+        "{}",
+        out.stdout
+    );
     let html = env.read_string("r.html");
     assert!(html.starts_with("<!doctype html>") && html.contains("<svg"));
     assert!(!html.contains("<script"), "no script");
-    assert!(!html.contains("src=") && !html.contains("<link") && !html.contains("@import"), "no external assets");
+    assert!(
+        !html.contains("src=") && !html.contains("<link") && !html.contains("@import"),
+        "no external assets"
+    );
     assert!(html.contains("no_consent"));
 }

@@ -2,6 +2,8 @@
 
 mod util;
 
+mod cli;
 mod consent_rules;
 mod demo;
+mod filter_jsonl;
 mod report;

@@ -25,7 +25,11 @@ pub struct Output {
 impl Output {
     /// Fails the test with everything the command printed unless it exited with `code`.
     pub fn expect(self, code: i32) -> Output {
-        assert_eq!(self.code, code, "exit code\n--- stdout\n{}\n--- stderr\n{}", self.stdout, self.stderr);
+        assert_eq!(
+            self.code, code,
+            "exit code\n--- stdout\n{}\n--- stderr\n{}",
+            self.stdout, self.stderr
+        );
         self
     }
 }
@@ -37,7 +41,12 @@ pub struct Env {
 
 impl Env {
     pub fn new() -> Env {
-        Env { dir: tempfile::Builder::new().prefix("consentry-test-").tempdir().expect("temp dir") }
+        Env {
+            dir: tempfile::Builder::new()
+                .prefix("consentry-test-")
+                .tempdir()
+                .expect("temp dir"),
+        }
     }
 
     pub fn path(&self, rel: &str) -> PathBuf {
@@ -74,14 +83,19 @@ impl Env {
     pub fn keys(&self) -> PathBuf {
         let dir = self.path("keys");
         if !dir.join("signing.key").exists() {
-            self.run(&["keygen", "--out", dir.to_str().unwrap()]).expect(0);
+            self.run(&["keygen", "--out", dir.to_str().unwrap()])
+                .expect(0);
         }
         dir
     }
 
     /// Runs the binary in this directory.
     pub fn run(&self, args: &[&str]) -> Output {
-        let out = Command::new(BIN).args(args).current_dir(self.dir.path()).output().expect("run consentry");
+        let out = Command::new(BIN)
+            .args(args)
+            .current_dir(self.dir.path())
+            .output()
+            .expect("run consentry");
         Output {
             code: out.status.code().unwrap_or(-1),
             stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
@@ -112,10 +126,12 @@ impl Env {
             .filter(|p| p.to_string_lossy().ends_with(".dsse.json"))
             .collect();
         files.sort();
-        let env: serde_json::Value = serde_json::from_slice(&std::fs::read(files.last().unwrap()).unwrap()).unwrap();
+        let env: serde_json::Value =
+            serde_json::from_slice(&std::fs::read(files.last().unwrap()).unwrap()).unwrap();
         use base64::Engine as _;
-        let payload =
-            base64::engine::general_purpose::STANDARD.decode(env["payload"].as_str().unwrap()).unwrap();
+        let payload = base64::engine::general_purpose::STANDARD
+            .decode(env["payload"].as_str().unwrap())
+            .unwrap();
         serde_json::from_slice(&payload).unwrap()
     }
 }

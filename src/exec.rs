@@ -41,6 +41,23 @@ pub fn par_map<T: Sync, U: Send>(items: &[T], f: impl Fn(&T) -> U + Sync + Send)
     items.par_iter().map(f).collect()
 }
 
+/// Runs `a` and `b` in parallel.
+pub fn join<A: Send, B: Send>(
+    a: impl FnOnce() -> A + Send,
+    b: impl FnOnce() -> B + Send,
+) -> (A, B) {
+    rayon::join(a, b)
+}
+
+/// Runs `work`, turning a panic inside it (say, a reader meeting bytes it did not expect)
+/// into an error, so one file cannot bring down the job.
+pub fn guard<T>(work: impl FnOnce() -> Result<T, String>) -> Result<T, String> {
+    match std::panic::catch_unwind(std::panic::AssertUnwindSafe(work)) {
+        Ok(result) => result,
+        Err(_) => Err("the reader failed on this file's bytes (internal panic caught); the file is corrupt or unsupported".into()),
+    }
+}
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum ProgressMode {
     /// A live bar (stderr is a terminal).

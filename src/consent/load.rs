@@ -8,8 +8,6 @@
 
 use std::borrow::Cow;
 use std::collections::{BTreeMap, BTreeSet, HashMap};
-use std::fs::File;
-use std::io::Read;
 use std::path::{Path, PathBuf};
 
 use rusqlite::config::DbConfig;
@@ -17,7 +15,6 @@ use rusqlite::limits::Limit;
 use rusqlite::types::ValueRef;
 use rusqlite::{Connection, OpenFlags};
 use serde::Serialize;
-use sha2::{Digest, Sha256};
 
 use super::{
     judge, Facts, Fold, Rules, SchemaKind, Snapshot, State, Status, SubjectTable, Verdict,
@@ -255,23 +252,11 @@ pub fn load(
 }
 
 fn hash_file(path: &Path) -> Result<SnapshotFile> {
-    let mut f = File::open(path).map_err(|e| Error::io("cannot open consent snapshot", path, e))?;
-    let mut h = Sha256::new();
-    let mut buf = vec![0u8; 1 << 20];
-    let mut bytes = 0u64;
-    loop {
-        let n = f
-            .read(&mut buf)
-            .map_err(|e| Error::io("cannot read consent snapshot", path, e))?;
-        if n == 0 {
-            break;
-        }
-        bytes += n as u64;
-        h.update(&buf[..n]);
-    }
+    let (sha256, bytes) = crate::dataset::sha256_file(path)
+        .map_err(|e| Error::io("cannot read consent snapshot", path, e))?;
     Ok(SnapshotFile {
         path: path.to_path_buf(),
-        sha256: hex::encode(h.finalize()),
+        sha256,
         bytes,
     })
 }

@@ -13,9 +13,10 @@ use std::path::{Path, PathBuf};
 use super::{FileStatus, Outcome, OutputRef, Reason, RowCounts};
 use crate::consent::Snapshot;
 use crate::dataset::jsonl::{self, Chunk, LineReader, OnRead};
+use crate::dataset::parquet::{Cell, ParquetInput, ParquetOutput};
 use crate::dataset::scan::{self, Line, SubjectPath};
 use crate::dataset::write::{AtomicFile, Replace};
-use crate::dataset::{Codec, Format, InputFile};
+use crate::dataset::{sha256_file, Codec, Format, InputFile};
 use crate::exec;
 
 const BOM: &[u8] = b"\xEF\xBB\xBF";
@@ -49,13 +50,10 @@ impl Filter<'_> {
                 Ok(outcome) => outcome,
                 Err(e) => Outcome::failed(shown, Format::Jsonl(codec).name(), file.bytes, e),
             },
-            Some(Format::Parquet) => Outcome::failed(
-                shown,
-                "parquet",
-                file.bytes,
-                "parquet datasets are not supported by this version; the file was not copied"
-                    .into(),
-            ),
+            Some(Format::Parquet) => match exec::guard(|| self.parquet(file)) {
+                Ok(outcome) => outcome,
+                Err(e) => Outcome::failed(shown, "parquet", file.bytes, e),
+            },
             None => Outcome::failed(
                 shown,
                 "unknown",
@@ -157,6 +155,122 @@ impl Filter<'_> {
         })
     }
 
+    /// Decides every row group from its subject column alone, then writes the output: row
+    /// groups that keep every row are spliced in encoded, those that keep none are left out,
+    /// the rest are decoded, filtered and re-encoded, a few at a time.
+    fn parquet(&self, file: &InputFile) -> Result<Outcome, String> {
+        let input = ParquetInput::open(&file.path, self.subject)?;
+        if !input.has_subject() {
+            return Err(format!(
+                "no column {} (the job's subject_field); the file was not copied",
+                self.subject.segments().join(".")
+            ));
+        }
+        let groups: Vec<usize> = (0..input.row_groups()).collect();
+        let (hashed, decided) = exec::join(
+            || sha256_file(&file.path),
+            || exec::par_map(&groups, |&rg| self.decide_row_group(&input, rg)),
+        );
+        let (sha256, bytes) = hashed.map_err(|e| format!("cannot read: {e}"))?;
+        (self.on_read)(bytes);
+        let decided: Vec<(Vec<bool>, RowCounts)> = decided.into_iter().collect::<Result<_, _>>()?;
+        let mut counts = RowCounts::default();
+        for (_, c) in &decided {
+            counts += *c;
+        }
+        let output = match self.dry_run {
+            true => None,
+            false => Some(self.write_parquet(file, &input, &decided)?),
+        };
+        Ok(Outcome {
+            path: (self.show)(&file.path),
+            format: Format::Parquet.name(),
+            bytes,
+            sha256_before: Some(sha256.clone()),
+            sha256_after: Some(sha256),
+            output,
+            rows_in: counts.rows_in,
+            rows_kept: counts.kept,
+            rows_dropped: counts.by_reason(),
+            status: FileStatus::Ok,
+            error: None,
+            counts,
+        })
+    }
+
+    /// Which rows of a row group stay, judged from its subject column.
+    fn decide_row_group(
+        &self,
+        input: &ParquetInput,
+        rg: usize,
+    ) -> Result<(Vec<bool>, RowCounts), String> {
+        let mut keep = Vec::with_capacity(input.rows(rg) as usize);
+        let mut counts = RowCounts::default();
+        input.subjects(rg, |cell| {
+            let reason = match cell {
+                Cell::Id(id) => match self.snapshot.verdict(id) {
+                    v if v.is_valid() => None,
+                    v => Some(Reason::Consent(v)),
+                },
+                Cell::Missing => Some(Reason::MissingSubject),
+                Cell::Invalid => Some(Reason::InvalidSubject),
+            };
+            keep.push(reason.is_none());
+            match reason {
+                None => counts.keep(),
+                Some(r) => counts.drop_row(r),
+            }
+        })?;
+        if keep.len() as u64 != input.rows(rg) {
+            return Err(format!(
+                "row group {rg}: {} rows where its metadata says {}",
+                keep.len(),
+                input.rows(rg)
+            ));
+        }
+        (self.on_rows)(counts.rows_in);
+        Ok((keep, counts))
+    }
+
+    fn write_parquet(
+        &self,
+        file: &InputFile,
+        input: &ParquetInput,
+        decided: &[(Vec<bool>, RowCounts)],
+    ) -> Result<OutputRef, String> {
+        let target = self.target(file);
+        let sink = AtomicFile::create(&target)
+            .map_err(|e| format!("cannot create output {}: {e}", (self.show)(&target)))?;
+        let mut out = ParquetOutput::create(input, sink)?;
+        let groups: Vec<usize> = (0..decided.len()).collect();
+        for batch in groups.chunks(exec::workers().max(1)) {
+            let encoded = exec::par_map(batch, |&rg| {
+                let (keep, counts) = &decided[rg];
+                match (counts.kept, counts.rows_in) {
+                    (0, _) => Ok(RowGroupPlan::Drop),
+                    (k, n) if k == n => Ok(RowGroupPlan::Copy),
+                    _ => input.filtered(rg, keep, &out).map(RowGroupPlan::Encoded),
+                }
+            });
+            for (&rg, plan) in batch.iter().zip(encoded) {
+                match plan? {
+                    RowGroupPlan::Drop => {}
+                    RowGroupPlan::Copy => out.copy_row_group(input, rg)?,
+                    RowGroupPlan::Encoded(chunks) => out.append(rg, chunks)?,
+                }
+            }
+        }
+        let sink = out.finish()?;
+        let w = sink
+            .commit(Replace::Never)
+            .map_err(|e| format!("cannot write output {}: {e}", (self.show)(&target)))?;
+        Ok(OutputRef {
+            path: (self.show)(&w.path),
+            sha256: w.sha256,
+            bytes: w.bytes,
+        })
+    }
+
     /// Judges every line of a chunk; returns the kept lines' bytes, unchanged and in order.
     fn chunk(&self, chunk: &Chunk) -> (Vec<u8>, RowCounts) {
         let mut kept = Vec::with_capacity(chunk.data.len());
@@ -185,6 +299,16 @@ impl Filter<'_> {
         }
         (kept, counts)
     }
+}
+
+/// What becomes of one input row group in the output.
+enum RowGroupPlan {
+    /// Every row dropped: the row group is left out.
+    Drop,
+    /// Every row kept: spliced in without decoding.
+    Copy,
+    /// Some rows kept: these re-encoded column chunks.
+    Encoded(Vec<parquet::arrow::arrow_writer::ArrowColumnChunk>),
 }
 
 fn read_err_at(e: io::Error, rows_before: u64) -> String {

@@ -10,8 +10,6 @@ use std::fs::{File, OpenOptions};
 use std::io::Write;
 use std::path::{Path, PathBuf};
 
-use sha2::{Digest, Sha256};
-
 use super::Chain;
 use crate::dataset::write::{AtomicFile, Replace};
 use crate::error::{Error, IoContext, Result};
@@ -42,8 +40,9 @@ pub fn list(dir: &Path) -> Result<Vec<PathBuf>> {
 }
 
 pub fn sha256_file(path: &Path) -> Result<String> {
-    let bytes = std::fs::read(path).at("cannot read report", path)?;
-    Ok(hex::encode(Sha256::digest(&bytes)))
+    crate::dataset::sha256_file(path)
+        .map(|(sha, _)| sha)
+        .at("cannot read report", path)
 }
 
 /// Appends a report to the chain of `dir`: `build` gets the chain link and returns the

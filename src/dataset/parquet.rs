@@ -1,0 +1,310 @@
+//! Parquet in and out, one row group at a time, schema and metadata intact.
+//!
+//! A `ParquetInput` reads the footer once, then decodes only the subject column of a row
+//! group to decide its rows. A `ParquetOutput` writes a file with the input's Parquet schema,
+//! key-value metadata (including the embedded Arrow schema) and per-column codecs. A row group
+//! whose rows are all kept is spliced in as its encoded column chunks, not decoded; one that
+//! loses rows is decoded, filtered and re-encoded, so its statistics, page index and bloom
+//! filters describe only the rows that remain.
+
+use std::fs::File;
+use std::io::Write;
+use std::path::Path;
+use std::sync::Arc;
+
+use arrow::array::{Array, ArrayRef, AsArray, BooleanArray, StringArray};
+use arrow::buffer::NullBuffer;
+use arrow::compute::{cast, filter_record_batch};
+use arrow::datatypes::DataType;
+use parquet::arrow::arrow_reader::{
+    ArrowReaderMetadata, ArrowReaderOptions, ParquetRecordBatchReaderBuilder,
+};
+use parquet::arrow::arrow_writer::{compute_leaves, ArrowColumnChunk, ArrowRowGroupWriterFactory};
+use parquet::arrow::ProjectionMask;
+use parquet::bloom_filter::Sbbf;
+use parquet::column::writer::ColumnCloseResult;
+use parquet::file::metadata::{PageIndexPolicy, ParquetMetaData};
+use parquet::file::properties::{EnabledStatistics, WriterProperties};
+use parquet::file::writer::SerializedFileWriter;
+use parquet::schema::types::ColumnPath;
+
+use super::scan::SubjectPath;
+
+/// What one row's subject cell holds.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Cell<'a> {
+    Id(&'a str),
+    /// Null or the empty string.
+    Missing,
+    /// A type that cannot hold a subject id (float, binary, bool, list…).
+    Invalid,
+}
+
+/// An open Parquet file and where its subject lives.
+pub struct ParquetInput {
+    file: File,
+    meta: ArrowReaderMetadata,
+    /// Leaf column index of the subject, `None` when the file has no such column.
+    subject_leaf: Option<usize>,
+    subject: Vec<String>,
+}
+
+impl ParquetInput {
+    /// Opens a file and reads its footer. A file that is not Parquet, is truncated or has
+    /// a corrupt footer is an error here, before anything is written.
+    pub fn open(path: &Path, subject: &SubjectPath) -> Result<ParquetInput, String> {
+        let file = File::open(path).map_err(|e| format!("cannot read: {e}"))?;
+        let options = ArrowReaderOptions::new().with_page_index_policy(PageIndexPolicy::Optional);
+        let meta = ArrowReaderMetadata::load(&file, options)
+            .map_err(|e| format!("not a readable Parquet file: {e}"))?;
+        let segments: Vec<String> = subject.segments().to_vec();
+        let subject_leaf = meta
+            .metadata()
+            .file_metadata()
+            .schema_descr()
+            .columns()
+            .iter()
+            .position(|c| c.path().parts() == segments.as_slice());
+        Ok(ParquetInput {
+            file,
+            meta,
+            subject_leaf,
+            subject: segments,
+        })
+    }
+
+    pub fn metadata(&self) -> &Arc<ParquetMetaData> {
+        self.meta.metadata()
+    }
+
+    pub fn row_groups(&self) -> usize {
+        self.metadata().num_row_groups()
+    }
+
+    pub fn rows(&self, rg: usize) -> u64 {
+        self.metadata().row_group(rg).num_rows().max(0) as u64
+    }
+
+    pub fn has_subject(&self) -> bool {
+        self.subject_leaf.is_some()
+    }
+
+    fn builder(&self) -> Result<ParquetRecordBatchReaderBuilder<File>, String> {
+        let file = self
+            .file
+            .try_clone()
+            .map_err(|e| format!("cannot read: {e}"))?;
+        Ok(ParquetRecordBatchReaderBuilder::new_with_metadata(
+            file,
+            self.meta.clone(),
+        ))
+    }
+
+    /// Decodes the subject column of row group `rg` and calls `each` with every row's cell,
+    /// in row order.
+    pub fn subjects(&self, rg: usize, mut each: impl FnMut(Cell<'_>)) -> Result<(), String> {
+        let Some(leaf) = self.subject_leaf else {
+            return Err(format!("no column {}", self.subject.join(".")));
+        };
+        let builder = self.builder()?;
+        let mask = ProjectionMask::leaves(builder.parquet_schema(), [leaf]);
+        let reader = builder
+            .with_projection(mask)
+            .with_row_groups(vec![rg])
+            .with_batch_size(64 * 1024)
+            .build()
+            .map_err(|e| format!("row group {rg}: {e}"))?;
+        for batch in reader {
+            let batch = batch.map_err(|e| format!("row group {rg}: {e}"))?;
+            let top = batch.column(0).clone();
+            let (column, nulls) = descend(top.clone(), top.logical_nulls(), &self.subject[1..])?;
+            let text: Option<StringArray> = match column.data_type() {
+                t if is_id_type(t) => {
+                    let utf8 = cast(&column, &DataType::Utf8)
+                        .map_err(|e| format!("row group {rg}: {e}"))?;
+                    Some(utf8.as_string::<i32>().clone())
+                }
+                _ => None,
+            };
+            for i in 0..column.len() {
+                let null = nulls.as_ref().is_some_and(|n| n.is_null(i));
+                let cell = match (&text, null) {
+                    (_, true) => Cell::Missing,
+                    (None, false) => Cell::Invalid,
+                    (Some(t), false) if t.value(i).is_empty() => Cell::Missing,
+                    (Some(t), false) => Cell::Id(t.value(i)),
+                };
+                each(cell);
+            }
+        }
+        Ok(())
+    }
+
+    /// Decodes row group `rg` whole, keeps the rows `keep` marks, and encodes what is left
+    /// as the column chunks of one output row group.
+    pub fn filtered<W: Write + Send>(
+        &self,
+        rg: usize,
+        keep: &[bool],
+        out: &ParquetOutput<W>,
+    ) -> Result<Vec<ArrowColumnChunk>, String> {
+        let reader = self
+            .builder()?
+            .with_row_groups(vec![rg])
+            .with_batch_size(8 * 1024)
+            .build()
+            .map_err(|e| format!("row group {rg}: {e}"))?;
+        let mut writers = out
+            .factory
+            .create_column_writers(rg)
+            .map_err(|e| format!("row group {rg}: {e}"))?;
+        let schema = self.meta.schema();
+        let mut offset = 0;
+        for batch in reader {
+            let batch = batch.map_err(|e| format!("row group {rg}: {e}"))?;
+            let n = batch.num_rows();
+            let slice = keep
+                .get(offset..offset + n)
+                .ok_or_else(|| format!("row group {rg}: more rows than its metadata says"))?;
+            offset += n;
+            let mask = BooleanArray::from(slice.to_vec());
+            let kept =
+                filter_record_batch(&batch, &mask).map_err(|e| format!("row group {rg}: {e}"))?;
+            let mut next = writers.iter_mut();
+            for (field, column) in schema.fields().iter().zip(kept.columns()) {
+                for leaf in
+                    compute_leaves(field, column).map_err(|e| format!("row group {rg}: {e}"))?
+                {
+                    let writer = next.next().ok_or_else(|| {
+                        format!("row group {rg}: schema has fewer leaves than data")
+                    })?;
+                    writer
+                        .write(&leaf)
+                        .map_err(|e| format!("row group {rg}: {e}"))?;
+                }
+            }
+        }
+        if offset != keep.len() {
+            return Err(format!("row group {rg}: fewer rows than its metadata says"));
+        }
+        writers
+            .into_iter()
+            .map(|w| w.close().map_err(|e| format!("row group {rg}: {e}")))
+            .collect()
+    }
+}
+
+/// Integer and string columns hold ids; a cast to UTF-8 gives an integer's decimal text.
+fn is_id_type(t: &DataType) -> bool {
+    match t {
+        DataType::Utf8 | DataType::LargeUtf8 | DataType::Utf8View => true,
+        DataType::Int8 | DataType::Int16 | DataType::Int32 | DataType::Int64 => true,
+        DataType::UInt8 | DataType::UInt16 | DataType::UInt32 | DataType::UInt64 => true,
+        DataType::Dictionary(_, value) => is_id_type(value),
+        _ => false,
+    }
+}
+
+/// Walks from a projected top-level column down a struct path, merging the validity of
+/// every level so a null struct makes its fields' rows null.
+fn descend(
+    mut column: ArrayRef,
+    mut nulls: Option<NullBuffer>,
+    rest: &[String],
+) -> Result<(ArrayRef, Option<NullBuffer>), String> {
+    for name in rest {
+        let Some(s) = column.as_struct_opt() else {
+            return Err(format!("{name:?} is below a column that is not a struct"));
+        };
+        let child = s
+            .column_by_name(name)
+            .ok_or_else(|| format!("no struct field {name:?}"))?
+            .clone();
+        nulls = NullBuffer::union(nulls.as_ref(), child.logical_nulls().as_ref());
+        column = child;
+    }
+    Ok((column, nulls))
+}
+
+/// A Parquet file being written with an input's schema, metadata and codecs.
+pub struct ParquetOutput<W: Write + Send = crate::dataset::write::AtomicFile> {
+    writer: SerializedFileWriter<W>,
+    factory: ArrowRowGroupWriterFactory,
+}
+
+impl<W: Write + Send> ParquetOutput<W> {
+    pub fn create(input: &ParquetInput, sink: W) -> Result<ParquetOutput<W>, String> {
+        let meta = input.metadata();
+        let schema = meta.file_metadata().schema_descr();
+        let mut props = WriterProperties::builder()
+            .set_key_value_metadata(meta.file_metadata().key_value_metadata().cloned())
+            .set_statistics_enabled(EnabledStatistics::Page);
+        if meta.num_row_groups() > 0 {
+            for (i, chunk) in meta.row_group(0).columns().iter().enumerate() {
+                let path = ColumnPath::new(schema.column(i).path().parts().to_vec());
+                let dictionary = chunk.dictionary_page_offset().is_some();
+                props = props
+                    .set_column_compression(path.clone(), chunk.compression())
+                    .set_column_dictionary_enabled(path.clone(), dictionary);
+                if chunk.bloom_filter_offset().is_some() {
+                    props = props.set_column_bloom_filter_enabled(path, true);
+                }
+            }
+        }
+        let writer =
+            SerializedFileWriter::new(sink, schema.root_schema_ptr(), Arc::new(props.build()))
+                .map_err(|e| format!("cannot start output: {e}"))?;
+        let factory = ArrowRowGroupWriterFactory::new(&writer, input.meta.schema().clone());
+        Ok(ParquetOutput { writer, factory })
+    }
+
+    /// Splices row group `rg` of `input` in unchanged: its encoded column chunks are copied,
+    /// with their statistics, page index and bloom filters.
+    pub fn copy_row_group(&mut self, input: &ParquetInput, rg: usize) -> Result<(), String> {
+        let meta = input.metadata();
+        let group = meta.row_group(rg);
+        let page_index = meta.page_index_for_row_group(rg);
+        let mut out = self
+            .writer
+            .next_row_group()
+            .map_err(|e| format!("row group {rg}: {e}"))?;
+        for (c, chunk) in group.columns().iter().enumerate() {
+            let close = ColumnCloseResult {
+                bytes_written: chunk.compressed_size().max(0) as u64,
+                rows_written: group.num_rows().max(0) as u64,
+                metadata: chunk.clone(),
+                bloom_filter: Sbbf::read_from_column_chunk(chunk, &input.file)
+                    .ok()
+                    .flatten(),
+                column_index: page_index.column_index(c).cloned(),
+                offset_index: page_index.offset_index(c).cloned(),
+            };
+            out.append_column(&input.file, close)
+                .map_err(|e| format!("row group {rg}: {e}"))?;
+        }
+        out.close().map_err(|e| format!("row group {rg}: {e}"))?;
+        Ok(())
+    }
+
+    /// Appends one row group from chunks made by `ParquetInput::filtered`.
+    pub fn append(&mut self, rg: usize, chunks: Vec<ArrowColumnChunk>) -> Result<(), String> {
+        let mut out = self
+            .writer
+            .next_row_group()
+            .map_err(|e| format!("row group {rg}: {e}"))?;
+        for chunk in chunks {
+            chunk
+                .append_to_row_group(&mut out)
+                .map_err(|e| format!("row group {rg}: {e}"))?;
+        }
+        out.close().map_err(|e| format!("row group {rg}: {e}"))?;
+        Ok(())
+    }
+
+    /// Writes the footer and hands back the sink.
+    pub fn finish(self) -> Result<W, String> {
+        self.writer
+            .into_inner()
+            .map_err(|e| format!("cannot finish output: {e}"))
+    }
+}

@@ -6,4 +6,5 @@ mod cli;
 mod consent_rules;
 mod demo;
 mod filter_jsonl;
+mod filter_parquet;
 mod report;

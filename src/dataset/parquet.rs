@@ -9,7 +9,7 @@
 
 use std::fs::File;
 use std::io::Write;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use arrow::array::{Array, ArrayRef, AsArray, BooleanArray, StringArray};
@@ -42,7 +42,9 @@ pub enum Cell<'a> {
 
 /// An open Parquet file and where its subject lives.
 pub struct ParquetInput {
-    file: File,
+    /// Opened anew for every reader: clones of one `File` share a file offset, and the
+    /// Parquet reader seeks, so readers on several threads must not share a descriptor.
+    path: PathBuf,
     meta: ArrowReaderMetadata,
     /// Leaf column index of the subject, `None` when the file has no such column.
     subject_leaf: Option<usize>,
@@ -66,7 +68,7 @@ impl ParquetInput {
             .iter()
             .position(|c| c.path().parts() == segments.as_slice());
         Ok(ParquetInput {
-            file,
+            path: path.to_path_buf(),
             meta,
             subject_leaf,
             subject: segments,
@@ -89,13 +91,13 @@ impl ParquetInput {
         self.subject_leaf.is_some()
     }
 
+    fn open_file(&self) -> Result<File, String> {
+        File::open(&self.path).map_err(|e| format!("cannot read: {e}"))
+    }
+
     fn builder(&self) -> Result<ParquetRecordBatchReaderBuilder<File>, String> {
-        let file = self
-            .file
-            .try_clone()
-            .map_err(|e| format!("cannot read: {e}"))?;
         Ok(ParquetRecordBatchReaderBuilder::new_with_metadata(
-            file,
+            self.open_file()?,
             self.meta.clone(),
         ))
     }
@@ -264,6 +266,7 @@ impl<W: Write + Send> ParquetOutput<W> {
         let meta = input.metadata();
         let group = meta.row_group(rg);
         let page_index = meta.page_index_for_row_group(rg);
+        let file = input.open_file()?;
         let mut out = self
             .writer
             .next_row_group()
@@ -273,13 +276,11 @@ impl<W: Write + Send> ParquetOutput<W> {
                 bytes_written: chunk.compressed_size().max(0) as u64,
                 rows_written: group.num_rows().max(0) as u64,
                 metadata: chunk.clone(),
-                bloom_filter: Sbbf::read_from_column_chunk(chunk, &input.file)
-                    .ok()
-                    .flatten(),
+                bloom_filter: Sbbf::read_from_column_chunk(chunk, &file).ok().flatten(),
                 column_index: page_index.column_index(c).cloned(),
                 offset_index: page_index.offset_index(c).cloned(),
             };
-            out.append_column(&input.file, close)
+            out.append_column(&file, close)
                 .map_err(|e| format!("row group {rg}: {e}"))?;
         }
         out.close().map_err(|e| format!("row group {rg}: {e}"))?;

@@ -8,6 +8,7 @@
 
 use std::fs::File;
 use std::io::{self, Write};
+use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 
 use sha2::{Digest, Sha256};
@@ -41,13 +42,15 @@ pub struct Written {
 }
 
 impl AtomicFile {
-    /// Creates the temporary file in `target`'s directory, creating that directory if needed.
-    pub fn create(target: &Path) -> io::Result<AtomicFile> {
+    /// Creates the temporary file in `target`'s directory (creating that directory if needed)
+    /// with permission bits `mode`, which the committed file keeps.
+    pub fn create(target: &Path, mode: u32) -> io::Result<AtomicFile> {
         let dir = parent(target);
         std::fs::create_dir_all(dir)?;
         let temp = tempfile::Builder::new()
             .prefix(TEMP_PREFIX)
             .suffix(".tmp")
+            .permissions(std::fs::Permissions::from_mode(mode & 0o7777))
             .tempfile_in(dir)?;
         Ok(AtomicFile {
             target: target.to_path_buf(),
@@ -102,6 +105,11 @@ fn parent(p: &Path) -> &Path {
     }
 }
 
+/// The permission bits of an existing file, for an output that mirrors or replaces it.
+pub fn mode_of(path: &Path) -> u32 {
+    std::fs::metadata(path).map_or(0o644, |m| m.permissions().mode() & 0o7777)
+}
+
 /// Makes a completed rename durable.
 pub fn sync_dir(dir: &Path) -> io::Result<()> {
     File::open(dir)?.sync_all()
@@ -135,13 +143,17 @@ mod tests {
     fn commit_lands_whole_and_never_clobbers() {
         let dir = tempfile::tempdir().unwrap();
         let target = dir.path().join("sub/out.jsonl");
-        let mut f = AtomicFile::create(&target).unwrap();
+        let mut f = AtomicFile::create(&target, 0o644).unwrap();
         f.write_all(b"{\"a\":1}\n").unwrap();
         assert!(!target.exists(), "nothing at the target before commit");
         let w = f.commit(Replace::Never).unwrap();
+        assert_eq!(
+            std::fs::metadata(&target).unwrap().permissions().mode() & 0o777,
+            0o644
+        );
         assert_eq!(std::fs::read(&target).unwrap(), b"{\"a\":1}\n");
         assert_eq!(w.sha256, hex::encode(Sha256::digest(b"{\"a\":1}\n")));
-        let again = AtomicFile::create(&target).unwrap();
+        let again = AtomicFile::create(&target, 0o644).unwrap();
         assert!(again.commit(Replace::Never).is_err());
         assert_eq!(std::fs::read(&target).unwrap(), b"{\"a\":1}\n");
         let names: Vec<_> = std::fs::read_dir(dir.path().join("sub"))
@@ -154,7 +166,7 @@ mod tests {
     #[test]
     fn dropped_writes_leave_nothing() {
         let dir = tempfile::tempdir().unwrap();
-        let mut f = AtomicFile::create(&dir.path().join("x")).unwrap();
+        let mut f = AtomicFile::create(&dir.path().join("x"), 0o644).unwrap();
         f.write_all(b"partial").unwrap();
         drop(f);
         assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 0);

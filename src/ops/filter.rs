@@ -15,7 +15,7 @@ use crate::consent::Snapshot;
 use crate::dataset::jsonl::{self, Chunk, LineReader, OnRead};
 use crate::dataset::parquet::{Cell, ParquetInput, ParquetOutput};
 use crate::dataset::scan::{self, Line, SubjectPath};
-use crate::dataset::write::{AtomicFile, Replace};
+use crate::dataset::write::{mode_of, AtomicFile, Replace};
 use crate::dataset::{sha256_file, Codec, Format, InputFile};
 use crate::exec;
 
@@ -72,7 +72,7 @@ impl Filter<'_> {
         let mut out = match self.dry_run {
             true => None,
             false => Some(
-                AtomicFile::create(&target)
+                AtomicFile::create(&target, mode_of(&file.path))
                     .map_err(|e| format!("cannot create output {}: {e}", (self.show)(&target)))?,
             ),
         };
@@ -239,7 +239,7 @@ impl Filter<'_> {
         decided: &[(Vec<bool>, RowCounts)],
     ) -> Result<OutputRef, String> {
         let target = self.target(file);
-        let sink = AtomicFile::create(&target)
+        let sink = AtomicFile::create(&target, mode_of(&file.path))
             .map_err(|e| format!("cannot create output {}: {e}", (self.show)(&target)))?;
         let mut out = ParquetOutput::create(input, sink)?;
         let groups: Vec<usize> = (0..decided.len()).collect();

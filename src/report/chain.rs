@@ -92,7 +92,7 @@ fn append_locked(
     };
     let bytes = build(&chain)?;
     let path = dir.join(format!("{:08}-{job_name}{SUFFIX}", chain.sequence));
-    let mut file = AtomicFile::create(&path).at("cannot create report", &path)?;
+    let mut file = AtomicFile::create(&path, 0o644).at("cannot create report", &path)?;
     file.write_all(&bytes).at("cannot write report", &path)?;
     let written = file.commit(Replace::Never).map_err(|e| Error::Report {
         path: path.clone(),

@@ -1,0 +1,362 @@
+//! CONTRACT §4/§5 for Parquet: files written by pyarrow and DuckDB (fixtures/parquet/make.py)
+//! come out with the same schema, metadata and codecs, minus exactly the dropped rows.
+
+use std::fs::File;
+use std::path::Path;
+
+use arrow::array::{Array, AsArray, RecordBatch};
+use arrow::compute::concat_batches;
+use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
+use parquet::file::reader::{FileReader, SerializedFileReader};
+
+use crate::util::*;
+
+/// alice and 1 hold valid consent; bob and 2 revoked it; nobody else has a record.
+fn consent(env: &Env) {
+    env.sqlite(
+        "consent.db",
+        &format!(
+            "{RECORDS_TABLE} INSERT INTO consent_records (id, user_id, purpose, status, created_at) VALUES
+             ('1','alice','model_training','granted','2025-01-01T00:00:00Z'),
+             ('2','1','model_training','granted','2025-01-01T00:00:00Z'),
+             ('3','bob','model_training','granted','2025-01-01T00:00:00Z'),
+             ('4','bob','model_training','revoked','2025-06-01T00:00:00Z'),
+             ('5','2','model_training','revoked','2025-06-01T00:00:00Z');"
+        ),
+    );
+}
+
+fn fixture(name: &str) -> Vec<u8> {
+    std::fs::read(repo().join("fixtures/parquet").join(name)).unwrap()
+}
+
+fn read_all(path: &Path) -> RecordBatch {
+    let builder = ParquetRecordBatchReaderBuilder::try_new(File::open(path).unwrap()).unwrap();
+    let schema = builder.schema().clone();
+    let batches: Vec<RecordBatch> = builder.build().unwrap().map(Result::unwrap).collect();
+    concat_batches(&schema, &batches).unwrap()
+}
+
+/// The `doc` ids of a file's rows, in order.
+fn docs(batch: &RecordBatch) -> Vec<String> {
+    let docs = batch.column_by_name("doc").unwrap();
+    let docs = arrow::compute::cast(docs, &arrow::datatypes::DataType::Utf8).unwrap();
+    docs.as_string::<i32>()
+        .iter()
+        .map(|d| d.unwrap().to_string())
+        .collect()
+}
+
+/// Runs a filter job over one fixture and checks the output against the input.
+fn filter_one(name: &str, subject_field: &str, expected_docs: &[&str]) -> Env {
+    let env = Env::new();
+    consent(&env);
+    env.write(&format!("data/{name}"), fixture(name));
+    env.filter_job(
+        "snapshot = \"consent.db\"\npurpose = \"model_training\"",
+        subject_field,
+        "",
+    );
+    env.run(&["run", "job.toml", "--no-progress"]).expect(0);
+    let (input, output) = (
+        env.path(&format!("data/{name}")),
+        env.path(&format!("out/{name}")),
+    );
+
+    let before = read_all(&input);
+    let after = read_all(&output);
+    assert_eq!(
+        after.schema(),
+        before.schema(),
+        "{name}: the Arrow schema, with its metadata, is kept"
+    );
+    assert_eq!(
+        docs(&after),
+        expected_docs,
+        "{name}: exactly the consented rows, in order"
+    );
+
+    let (r_in, r_out) = (
+        SerializedFileReader::new(File::open(&input).unwrap()).unwrap(),
+        SerializedFileReader::new(File::open(&output).unwrap()).unwrap(),
+    );
+    let (m_in, m_out) = (r_in.metadata(), r_out.metadata());
+    assert_eq!(
+        m_out.file_metadata().key_value_metadata(),
+        m_in.file_metadata().key_value_metadata(),
+        "{name}: key-value metadata (including ARROW:schema) is kept"
+    );
+    assert_eq!(
+        m_out.file_metadata().schema_descr().root_schema(),
+        m_in.file_metadata().schema_descr().root_schema()
+    );
+    let codecs = |m: &parquet::file::metadata::ParquetMetaData| -> Vec<String> {
+        m.row_group(0)
+            .columns()
+            .iter()
+            .map(|c| {
+                format!("{:?}", c.compression())
+                    .split('(')
+                    .next()
+                    .unwrap()
+                    .to_string()
+            })
+            .collect()
+    };
+    if m_out.num_row_groups() > 0 {
+        assert_eq!(
+            codecs(m_out),
+            codecs(m_in),
+            "{name}: each column keeps its codec"
+        );
+    }
+    let biggest_in = m_in
+        .row_groups()
+        .iter()
+        .map(|g| g.num_rows())
+        .max()
+        .unwrap();
+    assert!(m_out
+        .row_groups()
+        .iter()
+        .all(|g| g.num_rows() <= biggest_in && g.num_rows() > 0));
+    let p = env.last_statement();
+    assert_eq!(
+        p["predicate"]["inputs"][0]["rows_kept"],
+        expected_docs.len()
+    );
+    assert_eq!(p["predicate"]["inputs"][0]["format"], "parquet");
+    env
+}
+
+#[test]
+fn pyarrow_dictionary_snappy_with_several_row_groups() {
+    let env = filter_one(
+        "pyarrow-dict-snappy.parquet",
+        "user_id",
+        &["d0", "d3", "d7"],
+    );
+    let p = env.last_statement();
+    assert_eq!(
+        p["predicate"]["inputs"][0]["rows_dropped"],
+        serde_json::json!({"revoked": 2, "no_consent": 1, "missing_subject": 2})
+    );
+}
+
+#[test]
+fn pyarrow_nested_struct_subject_gzip() {
+    filter_one(
+        "pyarrow-nested-gzip.parquet",
+        "meta.author.id",
+        &["d0", "d3", "d7"],
+    );
+}
+
+#[test]
+fn pyarrow_int64_subject_matches_decimal_text() {
+    let env = filter_one("pyarrow-int-zstd.parquet", "user_id", &["d0", "d3", "d7"]);
+    let p = env.last_statement();
+    assert_eq!(
+        p["predicate"]["inputs"][0]["rows_dropped"],
+        serde_json::json!({"revoked": 2, "no_consent": 2, "missing_subject": 1})
+    );
+}
+
+#[test]
+fn pyarrow_large_string_subject() {
+    filter_one(
+        "pyarrow-large-string.parquet",
+        "user_id",
+        &["d0", "d3", "d7"],
+    );
+}
+
+#[test]
+fn duckdb_zstd_and_int32_files() {
+    filter_one("duckdb-zstd.parquet", "user_id", &["d0", "d3", "d7"]);
+    filter_one(
+        "duckdb-int32-snappy.parquet",
+        "user_id",
+        &["d0", "d3", "d7"],
+    );
+}
+
+#[test]
+fn a_row_group_that_loses_no_row_is_copied_encoded() {
+    // Row group 2 of the snappy fixture holds rows 6 ("") and 7 (alice): not all kept.
+    // Build a file whose first row group is all alice, so it must come out byte-identical.
+    let env = Env::new();
+    consent(&env);
+    let batch = read_all(&repo().join("fixtures/parquet/pyarrow-dict-snappy.parquet"));
+    let keep =
+        arrow::array::BooleanArray::from(vec![true, false, false, true, false, false, false, true]);
+    let alices = arrow::compute::filter_record_batch(&batch, &keep).unwrap();
+    let rest = batch.slice(1, 2);
+    let file = File::create(env.path("data/a.parquet")).ok().or_else(|| {
+        std::fs::create_dir_all(env.path("data")).unwrap();
+        File::create(env.path("data/a.parquet")).ok()
+    });
+    let props = parquet::file::properties::WriterProperties::builder()
+        .set_compression(parquet::basic::Compression::SNAPPY)
+        .build();
+    let mut w =
+        parquet::arrow::ArrowWriter::try_new(file.unwrap(), batch.schema(), Some(props)).unwrap();
+    w.write(&alices).unwrap();
+    w.flush().unwrap();
+    w.write(&rest).unwrap();
+    w.close().unwrap();
+    env.filter_job(
+        "snapshot = \"consent.db\"\npurpose = \"model_training\"",
+        "user_id",
+        "",
+    );
+    env.run(&["run", "job.toml", "--no-progress"]).expect(0);
+    let chunk_bytes = |path: &Path, rg: usize| -> Vec<Vec<u8>> {
+        let bytes = std::fs::read(path).unwrap();
+        let r = SerializedFileReader::new(File::open(path).unwrap()).unwrap();
+        r.metadata()
+            .row_group(rg)
+            .columns()
+            .iter()
+            .map(|c| {
+                let (start, len) = c.byte_range();
+                bytes[start as usize..(start + len) as usize].to_vec()
+            })
+            .collect()
+    };
+    let out = env.path("out/a.parquet");
+    assert_eq!(
+        chunk_bytes(&out, 0),
+        chunk_bytes(&env.path("data/a.parquet"), 0),
+        "encoded chunks copied as they were"
+    );
+    let r = SerializedFileReader::new(File::open(&out).unwrap()).unwrap();
+    assert_eq!(
+        r.metadata().num_row_groups(),
+        1,
+        "the row group with no consented row is left out"
+    );
+    assert_eq!(docs(&read_all(&out)), ["d0", "d3", "d7"]);
+}
+
+#[test]
+fn statistics_of_a_rewritten_row_group_hold_no_dropped_subject() {
+    let env = filter_one(
+        "pyarrow-dict-snappy.parquet",
+        "user_id",
+        &["d0", "d3", "d7"],
+    );
+    let r =
+        SerializedFileReader::new(File::open(env.path("out/pyarrow-dict-snappy.parquet")).unwrap())
+            .unwrap();
+    let bytes = std::fs::read(env.path("out/pyarrow-dict-snappy.parquet")).unwrap();
+    for name in ["bob", "carol"] {
+        assert!(
+            !bytes.windows(name.len()).any(|w| w == name.as_bytes()),
+            "{name} survives somewhere in the output file (data, dictionary or statistics)"
+        );
+    }
+    for rg in r.metadata().row_groups() {
+        let stats = rg.column(1).statistics().expect("statistics are written");
+        assert_eq!(stats.min_bytes_opt(), Some(b"alice".as_slice()));
+        assert_eq!(stats.max_bytes_opt(), Some(b"alice".as_slice()));
+    }
+}
+
+#[test]
+fn corrupt_or_unsuitable_parquet_fails_alone() {
+    let env = Env::new();
+    consent(&env);
+    let good = fixture("pyarrow-dict-snappy.parquet");
+    env.write("data/good.parquet", &good);
+    env.write("data/truncated.parquet", &good[..good.len() / 2]);
+    let mut flipped = good.clone();
+    for b in flipped.iter_mut().skip(4).take(good.len() / 2) {
+        *b ^= 0x5a;
+    }
+    env.write("data/flipped.parquet", &flipped);
+    env.write("data/empty.parquet", b"");
+    env.write("data/text.parquet", b"not parquet at all, PAR1");
+    env.write("data/other.parquet", fixture("pyarrow-nested-gzip.parquet"));
+    env.filter_job(
+        "snapshot = \"consent.db\"\npurpose = \"model_training\"",
+        "user_id",
+        "",
+    );
+    let out = env.run(&["run", "job.toml", "--no-progress"]).expect(1);
+    assert!(out.stdout.contains("partial"), "{}", out.stdout);
+    let p = env.last_statement();
+    let inputs = p["predicate"]["inputs"].as_array().unwrap();
+    let status = |f: &str| {
+        inputs
+            .iter()
+            .find(|i| i["path"].as_str().unwrap().ends_with(f))
+            .unwrap()["status"]
+            .clone()
+    };
+    assert_eq!(status("good.parquet"), "ok");
+    for bad in [
+        "truncated.parquet",
+        "flipped.parquet",
+        "empty.parquet",
+        "text.parquet",
+        "other.parquet",
+    ] {
+        assert_eq!(status(bad), "failed", "{bad}");
+        assert!(
+            !env.path(&format!("out/{bad}")).exists(),
+            "no output for {bad}"
+        );
+    }
+    let other = inputs
+        .iter()
+        .find(|i| i["path"].as_str().unwrap().ends_with("other.parquet"))
+        .unwrap();
+    assert!(
+        other["error"]
+            .as_str()
+            .unwrap()
+            .contains("no column user_id"),
+        "{other}"
+    );
+    let leftovers: Vec<_> = std::fs::read_dir(env.path("out"))
+        .unwrap()
+        .map(|e| e.unwrap().file_name())
+        .collect();
+    assert_eq!(leftovers, vec![std::ffi::OsString::from("good.parquet")]);
+    assert_eq!(
+        docs(&read_all(&env.path("out/good.parquet"))),
+        ["d0", "d3", "d7"]
+    );
+}
+
+#[test]
+fn jsonl_and_parquet_in_one_tree() {
+    let env = Env::new();
+    consent(&env);
+    env.write("data/a/rows.parquet", fixture("duckdb-zstd.parquet"));
+    env.write(
+        "data/b/rows.jsonl",
+        "{\"user_id\":\"alice\"}\n{\"user_id\":\"bob\"}\n",
+    );
+    env.filter_job(
+        "snapshot = \"consent.db\"\npurpose = \"model_training\"",
+        "user_id",
+        "",
+    );
+    env.run(&["run", "job.toml", "--no-progress", "--threads", "1"])
+        .expect(0);
+    assert_eq!(
+        env.read_string("out/b/rows.jsonl"),
+        "{\"user_id\":\"alice\"}\n"
+    );
+    assert_eq!(
+        docs(&read_all(&env.path("out/a/rows.parquet"))),
+        ["d0", "d3", "d7"]
+    );
+    let t = &env.last_statement()["predicate"]["totals"];
+    assert_eq!(
+        (t["rows_in"].as_u64(), t["rows_kept"].as_u64()),
+        (Some(10), Some(4))
+    );
+}

@@ -9,7 +9,8 @@ use std::sync::Arc;
 use consentry::consent::{self, Rules, SchemaKind};
 use consentry::dataset::scan::{classify, Line, SubjectPath};
 use consentry::dataset::{Codec, Format, InputFile};
-use consentry::ops::filter::Filter;
+use consentry::ops::filter::{ConsentRule, Filter};
+use consentry::ops::rows::Engine;
 use consentry::time::Timestamp;
 use criterion::{criterion_group, criterion_main, BatchSize, Criterion, Throughput};
 
@@ -129,14 +130,16 @@ fn bench(c: &mut Criterion) {
     let show = |p: &Path| p.display().to_string();
     let on_rows = |_n: u64| {};
     let op = Filter {
-        snapshot: &snap,
-        subject: &path,
+        engine: Engine {
+            subject: &path,
+            chunk_size: 4 << 20,
+            chunks_per_batch: 4,
+            on_read: Arc::new(|_n| {}),
+            on_rows: &on_rows,
+        },
+        rule: ConsentRule { snapshot: &snap },
         out_root: &out_root,
         dry_run: false,
-        chunk_size: 4 << 20,
-        chunks_per_batch: 4,
-        on_read: Arc::new(|_n| {}),
-        on_rows: &on_rows,
         show: &show,
     };
     group.bench_function("jsonl_file", |b| {

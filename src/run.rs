@@ -16,7 +16,8 @@ use crate::dataset::{self, Discovery};
 use crate::error::{Error, Result};
 use crate::exec::{self, Progress, ProgressMode};
 use crate::job::{Job, Kind, ReportSpec};
-use crate::ops::filter::Filter;
+use crate::ops::filter::{ConsentRule, Filter};
+use crate::ops::rows::Engine;
 use crate::ops::{FileStatus, Outcome};
 use crate::report::sign::{self, Pseudonymizer, Signer};
 use crate::report::{
@@ -147,14 +148,18 @@ fn filter(job: &Job, args: &RunArgs, started: Timestamp, as_of: Timestamp) -> Re
         let progress = Progress::start(mode, "filtered", found.files.len() as u64, total_bytes);
         let on_rows = |n| progress.add_rows(n);
         let op = Filter {
-            snapshot: &snapshot,
-            subject: &subject,
+            engine: Engine {
+                subject: &subject,
+                chunk_size: CHUNK_SIZE,
+                chunks_per_batch: 2 * exec::workers().max(1),
+                on_read: progress.on_read(),
+                on_rows: &on_rows,
+            },
+            rule: ConsentRule {
+                snapshot: &snapshot,
+            },
             out_root,
             dry_run: args.dry_run,
-            chunk_size: CHUNK_SIZE,
-            chunks_per_batch: 2 * exec::workers().max(1),
-            on_read: progress.on_read(),
-            on_rows: &on_rows,
             show: &show,
         };
         let outcomes = exec::par_map(&found.files, |f| {

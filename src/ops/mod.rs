@@ -4,6 +4,7 @@
 //! merges the outcomes. Every row an operation does not keep is counted under a reason.
 
 pub mod filter;
+pub mod rows;
 
 use std::collections::BTreeMap;
 use std::ops::AddAssign;
@@ -22,9 +23,11 @@ pub enum Reason {
     InvalidSubject,
     AmbiguousSubject,
     Consent(Verdict),
+    /// The row names a subject whose data an erase job removes.
+    Erased,
 }
 
-const REASONS: usize = 13;
+const REASONS: usize = 14;
 
 impl Reason {
     pub fn as_str(self) -> &'static str {
@@ -35,6 +38,7 @@ impl Reason {
             Reason::InvalidSubject => "invalid_subject",
             Reason::AmbiguousSubject => "ambiguous_subject",
             Reason::Consent(v) => v.as_str(),
+            Reason::Erased => "erased",
         }
     }
 
@@ -46,6 +50,7 @@ impl Reason {
             Reason::InvalidSubject => 3,
             Reason::AmbiguousSubject => 4,
             Reason::Consent(v) => 5 + v as usize,
+            Reason::Erased => 13,
         }
     }
 
@@ -91,6 +96,8 @@ impl Reason {
 pub struct RowCounts {
     pub rows_in: u64,
     pub kept: u64,
+    /// Kept rows that could not be judged (malformed lines an erasure cannot rule out).
+    pub unchecked: u64,
     dropped: [u64; REASONS],
 }
 
@@ -126,6 +133,7 @@ impl AddAssign for RowCounts {
     fn add_assign(&mut self, o: RowCounts) {
         self.rows_in += o.rows_in;
         self.kept += o.kept;
+        self.unchecked += o.unchecked;
         for (a, b) in self.dropped.iter_mut().zip(o.dropped) {
             *a += b;
         }
@@ -166,6 +174,32 @@ pub struct Outcome {
 }
 
 impl Outcome {
+    /// A file processed in full.
+    pub fn of(
+        path: String,
+        format: &'static str,
+        bytes: u64,
+        sha256_before: String,
+        sha256_after: String,
+        output: Option<OutputRef>,
+        counts: RowCounts,
+    ) -> Outcome {
+        Outcome {
+            path,
+            format,
+            bytes,
+            sha256_before: Some(sha256_before),
+            sha256_after: Some(sha256_after),
+            output,
+            rows_in: counts.rows_in,
+            rows_kept: counts.kept,
+            rows_dropped: counts.by_reason(),
+            status: FileStatus::Ok,
+            error: None,
+            counts,
+        }
+    }
+
     pub fn failed(path: String, format: &'static str, bytes: u64, error: String) -> Outcome {
         Outcome {
             path,

@@ -1,0 +1,257 @@
+//! The row engine filter and erase share: read a dataset file, decide every row with a
+//! `RowRule`, and write the rows that stay.
+//!
+//! A JSONL file is read in chunks of whole lines; each chunk is judged (and, for gzip or
+//! zstd, recompressed) on its own worker, and results are written in input order, so a kept
+//! line is byte-identical to its input line and in the same place relative to the others.
+//! Only the subject field of a line is parsed. A Parquet file is decided from its subject
+//! column alone; row groups that keep every row are spliced in encoded, those that keep none
+//! are left out, and only the rest are decoded and re-encoded. Dropped rows go nowhere.
+
+use std::io::{self, Write};
+use std::path::Path;
+
+use super::{Reason, RowCounts};
+use crate::dataset::jsonl::{self, Chunk, LineReader, OnRead};
+use crate::dataset::parquet::{Cell, ParquetInput, ParquetOutput};
+use crate::dataset::scan::{self, Line, SubjectPath};
+use crate::dataset::write::AtomicFile;
+use crate::dataset::{sha256_file, Codec};
+use crate::exec;
+
+const BOM: &[u8] = b"\xEF\xBB\xBF";
+
+/// What becomes of one row.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Decision {
+    Keep,
+    /// Kept although it could not be judged (a malformed line an erasure cannot rule out).
+    KeepUnchecked,
+    Drop(Reason),
+}
+
+/// Decides rows. Implementations must be cheap: they run once per row.
+pub trait RowRule: Sync {
+    /// A JSONL line: what the scanner found at the subject path, and the line's bytes
+    /// (without terminator or byte order mark).
+    fn line(&self, parsed: &Line<'_>, raw: &[u8]) -> Decision;
+    /// A Parquet row's subject cell.
+    fn cell(&self, cell: Cell<'_>) -> Decision;
+}
+
+/// How the engine reads, and whom it tells about progress.
+pub struct Engine<'a> {
+    pub subject: &'a SubjectPath,
+    pub chunk_size: usize,
+    pub chunks_per_batch: usize,
+    pub on_read: OnRead,
+    pub on_rows: &'a (dyn Fn(u64) + Sync),
+}
+
+/// One pass over a file: its digest and size as read, the row counts, and the output
+/// written so far (not yet committed: the caller decides).
+pub struct Pass {
+    pub sha256: String,
+    pub bytes: u64,
+    pub counts: RowCounts,
+    pub sink: Option<AtomicFile>,
+}
+
+impl RowCounts {
+    fn record(&mut self, d: Decision) -> bool {
+        match d {
+            Decision::Keep => self.keep(),
+            Decision::KeepUnchecked => {
+                self.keep();
+                self.unchecked += 1;
+            }
+            Decision::Drop(r) => self.drop_row(r),
+        }
+        !matches!(d, Decision::Drop(_))
+    }
+}
+
+impl Engine<'_> {
+    /// Reads a JSONL file and judges every line; with a `sink`, writes the kept lines to it in
+    /// the file's codec.
+    pub fn jsonl(
+        &self,
+        path: &Path,
+        codec: Codec,
+        rule: &dyn RowRule,
+        mut sink: Option<AtomicFile>,
+    ) -> Result<Pass, String> {
+        let mut reader = LineReader::open(path, codec, self.on_read.clone())
+            .map_err(|e| format!("cannot read: {e}"))?;
+        let write_err = |e: io::Error| format!("cannot write: {e}");
+        let mut counts = RowCounts::default();
+        let mut wrote = false;
+        let encode = sink.is_some();
+        loop {
+            let mut batch: Vec<Chunk> = Vec::with_capacity(self.chunks_per_batch);
+            while batch.len() < self.chunks_per_batch {
+                let next = reader
+                    .next_chunk(self.chunk_size)
+                    .map_err(|e| format!("cannot read (after line {}): {e}", counts.rows_in))?;
+                match next {
+                    Some(chunk) => batch.push(chunk),
+                    None => break,
+                }
+            }
+            if batch.is_empty() {
+                break;
+            }
+            let judged = exec::par_map(&batch, |chunk| {
+                let (kept, counts) = judge_chunk(chunk, self.subject, rule, encode);
+                let bytes = if encode && !kept.is_empty() {
+                    jsonl::encode(codec, &kept)?
+                } else {
+                    Vec::new()
+                };
+                Ok::<_, io::Error>((bytes, counts))
+            });
+            drop(batch);
+            for result in judged {
+                let (bytes, chunk_counts) = result.map_err(write_err)?;
+                (self.on_rows)(chunk_counts.rows_in);
+                counts += chunk_counts;
+                if let (Some(out), false) = (&mut sink, bytes.is_empty()) {
+                    out.write_all(&bytes).map_err(write_err)?;
+                    wrote = true;
+                }
+            }
+        }
+        if let (Some(out), false, true) = (&mut sink, wrote, codec != Codec::None) {
+            // A compressed file with no rows is still a valid, empty stream.
+            out.write_all(&jsonl::encode(codec, b"").map_err(write_err)?)
+                .map_err(write_err)?;
+        }
+        let (sha256, bytes) = reader.finish();
+        Ok(Pass {
+            sha256,
+            bytes,
+            counts,
+            sink,
+        })
+    }
+
+    /// Decides every row group of a Parquet file from its subject column, hashing the file
+    /// at the same time. Returns the digest, size, and per row group the rows kept.
+    pub fn parquet_decide(
+        &self,
+        path: &Path,
+        input: &ParquetInput,
+        rule: &dyn RowRule,
+    ) -> Result<Decided, String> {
+        let groups: Vec<usize> = (0..input.row_groups()).collect();
+        let (hashed, decided) = exec::join(
+            || sha256_file(path),
+            || exec::par_map(&groups, |&rg| self.decide_row_group(input, rg, rule)),
+        );
+        let (sha256, bytes) = hashed.map_err(|e| format!("cannot read: {e}"))?;
+        (self.on_read)(bytes);
+        let groups: Vec<(Vec<bool>, RowCounts)> = decided.into_iter().collect::<Result<_, _>>()?;
+        let mut counts = RowCounts::default();
+        for (_, c) in &groups {
+            counts += *c;
+        }
+        Ok(Decided {
+            sha256,
+            bytes,
+            counts,
+            groups,
+        })
+    }
+
+    fn decide_row_group(
+        &self,
+        input: &ParquetInput,
+        rg: usize,
+        rule: &dyn RowRule,
+    ) -> Result<(Vec<bool>, RowCounts), String> {
+        let mut keep = Vec::with_capacity(input.rows(rg) as usize);
+        let mut counts = RowCounts::default();
+        input.subjects(rg, |cell| keep.push(counts.record(rule.cell(cell))))?;
+        if keep.len() as u64 != input.rows(rg) {
+            return Err(format!(
+                "row group {rg}: {} rows where its metadata says {}",
+                keep.len(),
+                input.rows(rg)
+            ));
+        }
+        (self.on_rows)(counts.rows_in);
+        Ok((keep, counts))
+    }
+
+    /// Writes the rows `decided` keeps to `sink`, a few row groups at a time.
+    pub fn parquet_write(
+        &self,
+        input: &ParquetInput,
+        decided: &Decided,
+        sink: AtomicFile,
+    ) -> Result<AtomicFile, String> {
+        let mut out = ParquetOutput::create(input, sink)?;
+        let groups: Vec<usize> = (0..decided.groups.len()).collect();
+        for batch in groups.chunks(exec::workers().max(1)) {
+            let encoded = exec::par_map(batch, |&rg| {
+                let (keep, counts) = &decided.groups[rg];
+                match (counts.kept, counts.rows_in) {
+                    (0, _) => Ok(RowGroupPlan::Drop),
+                    (k, n) if k == n => Ok(RowGroupPlan::Copy),
+                    _ => input.filtered(rg, keep, &out).map(RowGroupPlan::Encoded),
+                }
+            });
+            for (&rg, plan) in batch.iter().zip(encoded) {
+                match plan? {
+                    RowGroupPlan::Drop => {}
+                    RowGroupPlan::Copy => out.copy_row_group(input, rg)?,
+                    RowGroupPlan::Encoded(chunks) => out.append(rg, chunks)?,
+                }
+            }
+        }
+        out.finish()
+    }
+}
+
+/// A Parquet file's rows, decided.
+pub struct Decided {
+    pub sha256: String,
+    pub bytes: u64,
+    pub counts: RowCounts,
+    /// Per row group: which rows stay, and the counts.
+    pub groups: Vec<(Vec<bool>, RowCounts)>,
+}
+
+/// What becomes of one input row group in the output.
+enum RowGroupPlan {
+    /// Every row dropped: the row group is left out.
+    Drop,
+    /// Every row kept: spliced in without decoding.
+    Copy,
+    /// Some rows kept: these re-encoded column chunks.
+    Encoded(Vec<parquet::arrow::arrow_writer::ArrowColumnChunk>),
+}
+
+/// Judges every line of a chunk; returns the kept lines' bytes (when `collect`), unchanged
+/// and in order.
+fn judge_chunk(
+    chunk: &Chunk,
+    subject: &SubjectPath,
+    rule: &dyn RowRule,
+    collect: bool,
+) -> (Vec<u8>, RowCounts) {
+    let mut kept = Vec::with_capacity(if collect { chunk.data.len() } else { 0 });
+    let mut counts = RowCounts::default();
+    let mut first = chunk.is_first;
+    for line in jsonl::lines(&chunk.data) {
+        let mut body = jsonl::content(line);
+        if std::mem::take(&mut first) {
+            body = body.strip_prefix(BOM).unwrap_or(body);
+        }
+        let parsed = scan::classify(body, subject);
+        if counts.record(rule.line(&parsed, body)) && collect {
+            kept.extend_from_slice(line);
+        }
+    }
+    (kept, counts)
+}

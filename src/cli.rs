@@ -53,6 +53,10 @@ pub struct RunArgs {
     /// Print the summary as one JSON object instead of text.
     #[arg(long)]
     pub json: bool,
+    /// Erase jobs: start afresh although an interrupted run of this job left a journal made
+    /// with a different spec, subject list or snapshot (its progress is then not reported).
+    #[arg(long)]
+    pub discard_journal: bool,
 }
 
 #[derive(Debug, Args)]

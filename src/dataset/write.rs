@@ -64,6 +64,11 @@ impl AtomicFile {
         &self.target
     }
 
+    /// The sha256 (hex) of what has been written so far.
+    pub fn digest(&self) -> String {
+        hex::encode(self.hasher.clone().finalize())
+    }
+
     /// Syncs the data, renames it onto the target and syncs the directory.
     pub fn commit(mut self, replace: Replace) -> io::Result<Written> {
         self.temp.as_file_mut().flush()?;

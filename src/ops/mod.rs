@@ -3,6 +3,8 @@
 //! Each operation is a sequential function of one file; `exec` runs them in parallel and
 //! merges the outcomes. Every row an operation does not keep is counted under a reason.
 
+pub mod embeddings;
+pub mod erase;
 pub mod filter;
 pub mod rows;
 
@@ -76,6 +78,7 @@ impl Reason {
             ]
             .map(Reason::Consent),
         )
+        .chain([Reason::Erased])
     }
 
     /// The reason a line that names no single subject is not kept, if it is not one.
@@ -215,5 +218,26 @@ impl Outcome {
             error: Some(error),
             counts: RowCounts::default(),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_reason_has_its_own_counter_and_is_reported() {
+        let all: Vec<Reason> = Reason::all().collect();
+        assert_eq!(all.len(), REASONS);
+        let mut counts = RowCounts::default();
+        for r in &all {
+            counts.drop_row(*r);
+        }
+        assert_eq!(
+            counts.by_reason().len(),
+            REASONS,
+            "no two reasons share a name or a counter"
+        );
+        assert_eq!(counts.dropped(), REASONS as u64);
     }
 }

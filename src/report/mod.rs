@@ -124,6 +124,57 @@ impl Totals {
     }
 }
 
+/// What an erase job removed, and the proof it re-read afterwards.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct EraseInfo {
+    /// HMAC-SHA256 pseudonyms of the erased subjects (never the ids), sorted.
+    pub subjects: Vec<String>,
+    pub subjects_from_file: u64,
+    pub subjects_from_revocations: u64,
+    /// Lines of the subjects file that hold no usable id (the id itself is not repeated).
+    pub rejected_ids: Vec<RejectedId>,
+    /// Erased ids that cannot name a cache entry (empty, `.`, `..`, `/`, NUL, control
+    /// characters); their cache entries were not looked up.
+    pub ids_unusable_as_names: u64,
+    pub rows_removed: u64,
+    pub files_rewritten: u64,
+    pub files_untouched: u64,
+    pub files_failed: u64,
+    /// Malformed lines kept because they name no erased subject that could be found.
+    pub malformed_rows_kept: u64,
+    pub caches: Vec<CacheInfo>,
+    pub verification: Verification,
+    /// This run finished the work of an earlier run of the same job that was interrupted.
+    pub resumed: bool,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct RejectedId {
+    pub line: u64,
+    pub reason: &'static str,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct CacheInfo {
+    pub path: String,
+    pub layout: &'static str,
+    pub entries_removed: u64,
+    pub subjects_found: u64,
+    pub subjects_absent: u64,
+    pub error: Option<String>,
+}
+
+/// The re-read after erasure: only zero residue gives a `complete` job.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct Verification {
+    pub files_checked: u64,
+    pub caches_checked: u64,
+    pub residual_rows: u64,
+    pub residual_entries: u64,
+    pub errors: Vec<String>,
+    pub passed: bool,
+}
+
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
 pub struct Chain {
     pub sequence: u64,
@@ -138,6 +189,8 @@ pub struct Predicate {
     pub inputs: Vec<Outcome>,
     pub skipped: Skipped,
     pub totals: Totals,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub erase: Option<EraseInfo>,
     pub chain: Chain,
     pub status: Status,
     /// Why the job is `partial`, one line per problem.

@@ -91,6 +91,9 @@ pub fn summary(statement: &Value, report: Option<&str>) -> String {
         "  dropped    {}",
         reasons(&t["rows_dropped_by_reason"])
     );
+    if let Some(e) = p.get("erase").filter(|e| !e.is_null()) {
+        erase_summary(&mut out, e, p);
+    }
     let outputs = statement["subject"].as_array().map_or(0, Vec::len);
     let _ = writeln!(
         out,
@@ -105,11 +108,70 @@ pub fn summary(statement: &Value, report: Option<&str>) -> String {
     if let Some(r) = report {
         let _ = writeln!(out, "  report     {r}");
     }
-    let _ = writeln!(out, "  chain      sequence {}", s(&p["chain"]["sequence"]));
+    if n(&p["chain"]["sequence"]) > 0 {
+        let _ = writeln!(out, "  chain      sequence {}", s(&p["chain"]["sequence"]));
+    }
     for problem in p["problems"].as_array().into_iter().flatten() {
         let _ = writeln!(out, "  problem    {}", s(problem));
     }
     out
+}
+
+fn erase_summary(out: &mut String, e: &Value, p: &Value) {
+    let _ = writeln!(
+        out,
+        "  erase      {} subjects ({} from the subjects file, {} revoked); {} rows removed; {} files rewritten, {} untouched, {} failed",
+        e["subjects"].as_array().map_or(0, Vec::len),
+        n(&e["subjects_from_file"]),
+        n(&e["subjects_from_revocations"]),
+        n(&e["rows_removed"]),
+        n(&e["files_rewritten"]),
+        n(&e["files_untouched"]),
+        n(&e["files_failed"])
+    );
+    let dry = p["job"]["dry_run"] == Value::Bool(true);
+    if dry {
+        for f in p["inputs"].as_array().into_iter().flatten() {
+            let erased = n(&f["rows_dropped"]["erased"]);
+            if erased > 0 {
+                let _ = writeln!(
+                    out,
+                    "  would      remove {erased} of {} rows from {}",
+                    n(&f["rows_in"]),
+                    s(&f["path"])
+                );
+            }
+        }
+    }
+    for c in e["caches"].as_array().into_iter().flatten() {
+        let _ = writeln!(
+            out,
+            "  cache      {} ({}): {} {} entries, {} subjects had none",
+            s(&c["path"]),
+            s(&c["layout"]),
+            if dry { "would remove" } else { "removed" },
+            n(&c["entries_removed"]),
+            n(&c["subjects_absent"])
+        );
+    }
+    let v = &e["verification"];
+    if !dry {
+        let _ = writeln!(
+            out,
+            "  verified   re-read {} rewritten files and {} caches: {} rows and {} entries of erased subjects left ({})",
+            n(&v["files_checked"]),
+            n(&v["caches_checked"]),
+            n(&v["residual_rows"]),
+            n(&v["residual_entries"]),
+            if v["passed"] == Value::Bool(true) { "passed" } else { "FAILED" }
+        );
+    }
+    if e["resumed"] == Value::Bool(true) {
+        let _ = writeln!(
+            out,
+            "  resumed    this run finished the work of an interrupted run of the same job"
+        );
+    }
 }
 
 fn esc(text: &str) -> String {

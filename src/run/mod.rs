@@ -27,7 +27,10 @@ use crate::report::{
 use crate::time::Timestamp;
 use crate::Exit;
 
-const CHUNK_SIZE: usize = 4 << 20;
+mod erase;
+mod journal;
+
+pub(crate) const CHUNK_SIZE: usize = 4 << 20;
 
 /// The keys a job signs and pseudonymises with.
 pub struct Keys {
@@ -78,7 +81,7 @@ impl Keys {
 
 /// Shows a path relative to the job's directory (`../data/x.jsonl` for a sibling), so
 /// reports do not depend on where the job ran; `job.base_dir` in the report anchors them.
-fn shower(base: &Path) -> impl Fn(&Path) -> String + Sync + '_ {
+pub(crate) fn shower(base: &Path) -> impl Fn(&Path) -> String + Sync + '_ {
     move |p: &Path| relative_to(p, base).display().to_string()
 }
 
@@ -107,10 +110,7 @@ pub fn run(args: &RunArgs) -> Result<Exit> {
     let as_of = job.as_of.unwrap_or(started);
     match job.kind {
         Kind::Filter => filter(&job, args, started, as_of),
-        Kind::Erase => Err(Error::spec(
-            &job.spec_path,
-            "erase jobs are not supported by this version of consentry; nothing was changed",
-        )),
+        Kind::Erase => erase::run(&job, args, started, as_of),
     }
 }
 
@@ -171,17 +171,15 @@ fn filter(job: &Job, args: &RunArgs, started: Timestamp, as_of: Timestamp) -> Re
         outcomes
     })?;
 
-    let predicate = predicate(
+    let ctx = JobCtx {
         job,
-        &snapshot,
-        &found,
-        outcomes,
+        args,
         started,
         as_of,
-        args.dry_run,
-        &keys,
-        &show,
-    );
+        keys: &keys,
+        show: &show,
+    };
+    let predicate = ctx.predicate(Some(&snapshot), &found, outcomes, Vec::new(), None);
     finish(job, args, predicate, &keys)
 }
 
@@ -267,84 +265,96 @@ fn real_path(p: &Path) -> PathBuf {
     }
 }
 
-#[allow(clippy::too_many_arguments)]
-fn predicate(
-    job: &Job,
-    snapshot: &Snapshot,
-    found: &Discovery,
-    inputs: Vec<Outcome>,
-    started: Timestamp,
-    as_of: Timestamp,
-    dry_run: bool,
-    keys: &Keys,
-    show: &(dyn Fn(&Path) -> String + Sync),
-) -> Predicate {
-    let mut problems = Vec::new();
-    for o in inputs.iter().filter(|o| o.status == FileStatus::Failed) {
-        problems.push(format!(
-            "{}: {}",
-            o.path,
-            o.error.as_deref().unwrap_or("failed")
-        ));
-    }
-    let skipped = Skipped {
-        symlinks: found.symlinks.iter().map(|p| show(p)).collect(),
-        unreadable: found
-            .unreadable
-            .iter()
-            .map(|(p, e)| Unreadable {
-                path: show(p),
-                error: e.clone(),
-            })
-            .collect(),
-    };
-    for u in &skipped.unreadable {
-        problems.push(format!("{}: cannot read: {}", u.path, u.error));
-    }
-    let status = if problems.is_empty() {
-        Status::Complete
-    } else {
-        Status::Partial
-    };
-    let totals = Totals::of(&inputs);
-    Predicate {
-        job: JobInfo {
-            name: job.name.clone(),
-            kind: job.kind.as_str(),
-            id: job_id(),
-            as_of,
-            started_at: started,
-            finished_at: Timestamp::now(),
-            spec_path: show(&job.spec_path),
-            spec_sha256: job.spec_sha256.clone(),
-            base_dir: job.base_dir.display().to_string(),
-            dry_run,
-            tool: Tool::THIS,
-        },
-        consent: Some(ConsentInfo {
-            path: show(&snapshot.file.path),
-            sha256: snapshot.file.sha256.clone(),
-            bytes: snapshot.file.bytes,
-            schema: snapshot.schema,
-            purpose: snapshot.purpose.clone(),
-            rules: snapshot.rules.clone(),
-            records_read: snapshot.records_read,
-            subjects: snapshot.counts(),
-            warnings: snapshot.warnings.clone(),
-        }),
-        inputs,
-        skipped,
-        totals,
-        chain: report::Chain {
-            sequence: 0,
-            previous_sha256: None,
-        },
-        status,
-        problems,
-        signing: report::SigningInfo {
-            key_id: keys.signer.key_id().to_string(),
-            public_key: keys.public_key.display().to_string(),
-        },
+/// What every job's report says about the job itself.
+pub(crate) struct JobCtx<'a> {
+    pub job: &'a Job,
+    pub args: &'a RunArgs,
+    pub started: Timestamp,
+    pub as_of: Timestamp,
+    pub keys: &'a Keys,
+    pub show: &'a (dyn Fn(&Path) -> String + Sync),
+}
+
+impl JobCtx<'_> {
+    /// Builds the report's predicate. `problems` are the job-level reasons it is partial;
+    /// failed files and unreadable paths are added here.
+    pub fn predicate(
+        &self,
+        snapshot: Option<&Snapshot>,
+        found: &Discovery,
+        inputs: Vec<Outcome>,
+        mut problems: Vec<String>,
+        erase: Option<report::EraseInfo>,
+    ) -> Predicate {
+        let show = self.show;
+        for o in inputs.iter().filter(|o| o.status == FileStatus::Failed) {
+            problems.push(format!(
+                "{}: {}",
+                o.path,
+                o.error.as_deref().unwrap_or("failed")
+            ));
+        }
+        let skipped = Skipped {
+            symlinks: found.symlinks.iter().map(|p| show(p)).collect(),
+            unreadable: found
+                .unreadable
+                .iter()
+                .map(|(p, e)| Unreadable {
+                    path: show(p),
+                    error: e.clone(),
+                })
+                .collect(),
+        };
+        for u in &skipped.unreadable {
+            problems.push(format!("{}: cannot read: {}", u.path, u.error));
+        }
+        let status = if problems.is_empty() {
+            Status::Complete
+        } else {
+            Status::Partial
+        };
+        let totals = Totals::of(&inputs);
+        let job = self.job;
+        Predicate {
+            job: JobInfo {
+                name: job.name.clone(),
+                kind: job.kind.as_str(),
+                id: job_id(),
+                as_of: self.as_of,
+                started_at: self.started,
+                finished_at: Timestamp::now(),
+                spec_path: show(&job.spec_path),
+                spec_sha256: job.spec_sha256.clone(),
+                base_dir: job.base_dir.display().to_string(),
+                dry_run: self.args.dry_run,
+                tool: Tool::THIS,
+            },
+            consent: snapshot.map(|snapshot| ConsentInfo {
+                path: show(&snapshot.file.path),
+                sha256: snapshot.file.sha256.clone(),
+                bytes: snapshot.file.bytes,
+                schema: snapshot.schema,
+                purpose: snapshot.purpose.clone(),
+                rules: snapshot.rules.clone(),
+                records_read: snapshot.records_read,
+                subjects: snapshot.counts(),
+                warnings: snapshot.warnings.clone(),
+            }),
+            inputs,
+            skipped,
+            totals,
+            erase,
+            chain: report::Chain {
+                sequence: 0,
+                previous_sha256: None,
+            },
+            status,
+            problems,
+            signing: report::SigningInfo {
+                key_id: self.keys.signer.key_id().to_string(),
+                public_key: self.keys.public_key.display().to_string(),
+            },
+        }
     }
 }
 
@@ -361,7 +371,12 @@ fn job_id() -> String {
 
 /// Signs and chains the report (unless this is a dry run), prints the summary, and says
 /// how the process should exit.
-fn finish(job: &Job, args: &RunArgs, mut predicate: Predicate, keys: &Keys) -> Result<Exit> {
+pub(crate) fn finish(
+    job: &Job,
+    args: &RunArgs,
+    mut predicate: Predicate,
+    keys: &Keys,
+) -> Result<Exit> {
     let exit = match predicate.status {
         Status::Complete => Exit::Ok,
         Status::Partial => Exit::Partial,

@@ -1,0 +1,250 @@
+//! The erase operation: remove every row of a set of subjects from one dataset file, in
+//! place, and prove afterwards that none is left.
+//!
+//! A file with no erased subject is never written (same inode, same mtime). Plain JSONL is
+//! judged and rewritten in one speculative pass whose temporary output is thrown away when
+//! nothing matched; gzip and zstd files, whose recompression is costly, and Parquet files are
+//! scanned first (Parquet: the subject column only) and rewritten only on a match. The
+//! rewrite goes to a temporary file beside the target that is synced and renamed over it.
+
+use std::os::unix::fs::MetadataExt;
+use std::path::Path;
+
+use super::rows::{Decision, Engine, RowRule};
+use super::{Outcome, OutputRef, Reason, RowCounts};
+use crate::consent::SubjectTable;
+use crate::dataset::parquet::{Cell, ParquetInput};
+use crate::dataset::scan::{self, Line};
+use crate::dataset::write::{mode_of, AtomicFile, Replace};
+use crate::dataset::{Codec, Format, InputFile};
+use crate::exec;
+
+/// The subjects an erase job removes.
+#[derive(Debug, Default)]
+pub struct Erased {
+    ids: SubjectTable<()>,
+}
+
+impl Erased {
+    pub fn insert(&mut self, id: &str) -> Result<(), &'static str> {
+        self.ids.entry(id, || ()).map(|_| ())
+    }
+
+    pub fn contains(&self, id: &str) -> bool {
+        self.ids.get(id).is_some()
+    }
+
+    pub fn len(&self) -> usize {
+        self.ids.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.ids.is_empty()
+    }
+
+    pub fn iter(&self) -> impl Iterator<Item = &str> {
+        self.ids.iter().map(|(id, _)| id)
+    }
+}
+
+/// Removes a row when any subject it names is erased; keeps everything else, including
+/// rows without a subject, and flags malformed lines it cannot rule out.
+pub struct EraseRule<'a> {
+    pub erased: &'a Erased,
+}
+
+impl RowRule for EraseRule<'_> {
+    fn line(&self, parsed: &Line<'_>, raw: &[u8]) -> Decision {
+        let erased = match parsed {
+            Line::Subject(id) => self.erased.contains(id),
+            Line::Ambiguous(ids) => ids.iter().any(|id| self.erased.contains(id)),
+            Line::Malformed => {
+                if scan::any_token(raw, |token| self.erased.contains(token)) {
+                    true
+                } else {
+                    return Decision::KeepUnchecked;
+                }
+            }
+            Line::Blank | Line::Missing | Line::Invalid => false,
+        };
+        if erased {
+            Decision::Drop(Reason::Erased)
+        } else {
+            Decision::Keep
+        }
+    }
+
+    fn cell(&self, cell: Cell<'_>) -> Decision {
+        match cell {
+            Cell::Id(id) if self.erased.contains(id) => Decision::Drop(Reason::Erased),
+            _ => Decision::Keep,
+        }
+    }
+}
+
+/// A rewrite ready to be renamed over its file.
+pub struct Pending<'p> {
+    pub path: &'p Path,
+    pub sha256_before: &'p str,
+    pub bytes_before: u64,
+    pub sha256_after: String,
+    pub counts: &'p RowCounts,
+}
+
+/// Where a sweep records its rewrites, before and after each rename (the job's journal).
+pub trait Ledger: Sync {
+    fn pending(&self, rewrite: &Pending<'_>) -> Result<(), String>;
+    fn done(&self, rewrite: &Pending<'_>) -> Result<(), String>;
+}
+
+/// Sweeps erased subjects out of dataset files.
+pub struct Sweep<'a> {
+    pub engine: Engine<'a>,
+    pub rule: EraseRule<'a>,
+    pub dry_run: bool,
+    pub ledger: Option<&'a dyn Ledger>,
+    pub show: &'a (dyn Fn(&Path) -> String + Sync),
+}
+
+impl Sweep<'_> {
+    /// Erases from one file. The outcome's `output` is set only when the file was rewritten.
+    pub fn run(&self, file: &InputFile) -> Outcome {
+        let format = file.format.map_or("unknown", Format::name);
+        let result = match file.format {
+            Some(format) => exec::guard(|| self.sweep(file, format)),
+            None => Err(
+                "not a dataset format consentry reads (.jsonl, .jsonl.gz, .jsonl.zst, .parquet)"
+                    .into(),
+            ),
+        };
+        result.unwrap_or_else(|e| Outcome::failed((self.show)(&file.path), format, file.bytes, e))
+    }
+
+    /// Counts the rows of erased subjects still in a file (the verification pass).
+    pub fn residual(&self, file: &InputFile) -> Result<u64, String> {
+        let format = file.format.ok_or("not a dataset format")?;
+        exec::guard(|| Ok(self.scan(file, format)?.1.dropped_for(Reason::Erased)))
+    }
+
+    fn scan(&self, file: &InputFile, format: Format) -> Result<(String, RowCounts, u64), String> {
+        match format {
+            Format::Jsonl(codec) => {
+                let pass = self.engine.jsonl(&file.path, codec, &self.rule, None)?;
+                Ok((pass.sha256, pass.counts, pass.bytes))
+            }
+            Format::Parquet => {
+                let input = self.parquet_input(file)?;
+                let d = self.engine.parquet_decide(&file.path, &input, &self.rule)?;
+                Ok((d.sha256, d.counts, d.bytes))
+            }
+        }
+    }
+
+    fn parquet_input(&self, file: &InputFile) -> Result<ParquetInput, String> {
+        let input = ParquetInput::open(&file.path, self.engine.subject)?;
+        if !input.has_subject() {
+            return Err(format!(
+                "no column {} (the subject_field); the file could not be checked",
+                self.engine.subject.segments().join(".")
+            ));
+        }
+        Ok(input)
+    }
+
+    fn sink(&self, file: &InputFile) -> Result<AtomicFile, String> {
+        let meta =
+            std::fs::symlink_metadata(&file.path).map_err(|e| format!("cannot read: {e}"))?;
+        if meta.nlink() > 1 {
+            return Err(format!(
+                "has {} hard links: rewriting this name would leave the rows under the others; not rewritten",
+                meta.nlink()
+            ));
+        }
+        AtomicFile::create(&file.path, mode_of(&file.path))
+            .map_err(|e| format!("cannot create the rewrite: {e}"))
+    }
+
+    fn sweep(&self, file: &InputFile, format: Format) -> Result<Outcome, String> {
+        let shown = (self.show)(&file.path);
+        let (sha_before, bytes, counts, sink) = match format {
+            Format::Jsonl(Codec::None) if !self.dry_run && single_link(&file.path) => {
+                let pass = self.engine.jsonl(
+                    &file.path,
+                    Codec::None,
+                    &self.rule,
+                    Some(self.sink(file)?),
+                )?;
+                (pass.sha256, pass.bytes, pass.counts, pass.sink)
+            }
+            Format::Jsonl(codec) => {
+                let scanned = self.engine.jsonl(&file.path, codec, &self.rule, None)?;
+                if scanned.counts.dropped_for(Reason::Erased) == 0 || self.dry_run {
+                    (scanned.sha256, scanned.bytes, scanned.counts, None)
+                } else {
+                    let pass =
+                        self.engine
+                            .jsonl(&file.path, codec, &self.rule, Some(self.sink(file)?))?;
+                    if pass.sha256 != scanned.sha256 {
+                        return Err("changed while the job read it; not rewritten".into());
+                    }
+                    (pass.sha256, pass.bytes, pass.counts, pass.sink)
+                }
+            }
+            Format::Parquet => {
+                let input = self.parquet_input(file)?;
+                let decided = self.engine.parquet_decide(&file.path, &input, &self.rule)?;
+                let sink = match decided.counts.dropped_for(Reason::Erased) {
+                    0 => None,
+                    _ if self.dry_run => None,
+                    _ => Some(
+                        self.engine
+                            .parquet_write(&input, &decided, self.sink(file)?)?,
+                    ),
+                };
+                (decided.sha256, decided.bytes, decided.counts, sink)
+            }
+        };
+        let removed = counts.dropped_for(Reason::Erased);
+        let (sha_after, output) = match sink {
+            Some(sink) if removed > 0 => {
+                let pending = Pending {
+                    path: &file.path,
+                    sha256_before: &sha_before,
+                    bytes_before: bytes,
+                    sha256_after: sink.digest(),
+                    counts: &counts,
+                };
+                if let Some(ledger) = self.ledger {
+                    ledger.pending(&pending)?;
+                }
+                let w = sink
+                    .commit(Replace::Always)
+                    .map_err(|e| format!("cannot replace: {e}"))?;
+                if let Some(ledger) = self.ledger {
+                    ledger.done(&pending)?;
+                }
+                let output = OutputRef {
+                    path: shown.clone(),
+                    sha256: w.sha256.clone(),
+                    bytes: w.bytes,
+                };
+                (w.sha256, Some(output))
+            }
+            // Nothing matched: the speculative rewrite is dropped and the file left untouched.
+            _ => (sha_before.clone(), None),
+        };
+        Ok(Outcome::of(
+            shown,
+            format.name(),
+            bytes,
+            sha_before,
+            sha_after,
+            output,
+            counts,
+        ))
+    }
+}
+
+fn single_link(path: &Path) -> bool {
+    std::fs::symlink_metadata(path).is_ok_and(|m| m.nlink() == 1)
+}

@@ -1,0 +1,499 @@
+//! An erase job: gather the subjects, sweep them out of every dataset and embedding cache
+//! in place, re-read everything that changed, and sign one report.
+//!
+//! Crash safety comes from three things together: every rewrite is a temp file renamed over
+//! its target; a file with no erased row is never written, so a re-run skips the files an
+//! interrupted run finished; and the journal carries what an interrupted run did into the
+//! report of the run that completes it.
+
+use std::collections::BTreeSet;
+use std::path::Path;
+
+use super::journal::{Identity, Journal, Refusal, Rewrite};
+use super::{finish, shower, JobCtx, Keys, CHUNK_SIZE};
+use crate::cli::RunArgs;
+use crate::consent::{self, Snapshot, Verdict};
+use crate::dataset::scan::SubjectPath;
+use crate::dataset::{self, Discovery, InputFile};
+use crate::error::{Error, Result};
+use crate::exec::{self, Progress, ProgressMode};
+use crate::job::{EmbeddingSpec, EraseSpec, InputSpec, Job, Layout, DEFAULT_INCLUDE};
+use crate::ops::embeddings::{self, names_an_entry};
+use crate::ops::erase::{EraseRule, Erased, Ledger, Pending, Sweep};
+use crate::ops::rows::Engine;
+use crate::ops::{FileStatus, Outcome, Reason};
+use crate::report::{CacheInfo, EraseInfo, RejectedId, Verification};
+use crate::time::Timestamp;
+use crate::Exit;
+
+/// The subjects of an erase job and where they came from.
+struct Subjects {
+    erased: Erased,
+    from_file: u64,
+    from_revocations: u64,
+    rejected: Vec<RejectedId>,
+}
+
+/// Reads `subjects_file`: one id per line; blank lines are skipped and surrounding
+/// whitespace trimmed. A line that cannot hold an id is reported by number, never echoed.
+fn read_subjects_file(
+    path: &Path,
+    erased: &mut Erased,
+    rejected: &mut Vec<RejectedId>,
+) -> Result<u64> {
+    let bytes = std::fs::read(path).map_err(|e| Error::io("cannot read subjects file", path, e))?;
+    let mut added = 0;
+    for (i, raw) in bytes.split(|&b| b == b'\n').enumerate() {
+        let line = i as u64 + 1;
+        let Ok(text) = std::str::from_utf8(raw) else {
+            rejected.push(RejectedId {
+                line,
+                reason: "not UTF-8",
+            });
+            continue;
+        };
+        let id = text.trim_matches(|c: char| c.is_ascii_whitespace());
+        if id.is_empty() {
+            continue;
+        }
+        if id.chars().any(char::is_control) {
+            rejected.push(RejectedId {
+                line,
+                reason: "holds a control character",
+            });
+            continue;
+        }
+        erased.insert(id).map_err(|e| Error::Input {
+            path: path.to_path_buf(),
+            message: e.into(),
+        })?;
+        added += 1;
+    }
+    Ok(added)
+}
+
+fn gather(job: &Job, spec: &EraseSpec, as_of: Timestamp) -> Result<(Subjects, Option<Snapshot>)> {
+    let mut s = Subjects {
+        erased: Erased::default(),
+        from_file: 0,
+        from_revocations: 0,
+        rejected: Vec::new(),
+    };
+    if let Some(path) = &spec.subjects_file {
+        s.from_file = read_subjects_file(path, &mut s.erased, &mut s.rejected)?;
+    }
+    let snapshot = match (spec.subjects_from_revocations, &job.consent) {
+        (true, Some(c)) => Some(consent::load(
+            &c.snapshot,
+            &c.schema,
+            &c.purpose,
+            as_of,
+            &c.rules,
+        )?),
+        _ => None,
+    };
+    if let Some(snap) = &snapshot {
+        for id in snap.subjects_with(Verdict::Revoked) {
+            s.erased
+                .insert(id)
+                .map_err(|e| Error::snapshot(&snap.file.path, e))?;
+            s.from_revocations += 1;
+        }
+    }
+    Ok((s, snapshot))
+}
+
+/// The journal as the sweep's ledger.
+struct JournalLedger<'a>(&'a Journal);
+
+impl Ledger for JournalLedger<'_> {
+    fn pending(&self, r: &Pending<'_>) -> Result<(), String> {
+        self.record(r, false)
+    }
+    fn done(&self, r: &Pending<'_>) -> Result<(), String> {
+        self.record(r, true)
+    }
+}
+
+impl JournalLedger<'_> {
+    fn record(&self, r: &Pending<'_>, done: bool) -> Result<(), String> {
+        let rewrite = Rewrite {
+            sha256_before: r.sha256_before.to_string(),
+            bytes_before: r.bytes_before,
+            sha256_after: r.sha256_after.clone(),
+            rows_in: r.counts.rows_in,
+            rows_removed: r.counts.dropped_for(Reason::Erased),
+            done,
+        };
+        self.0
+            .record(r.path, rewrite)
+            .map_err(|e| format!("cannot update the journal: {e}"))
+    }
+}
+
+/// The files of one sweep target: the datasets, or one `table` cache.
+struct Target {
+    subject: SubjectPath,
+    found: Discovery,
+}
+
+fn table_target(job: &Job, cache: &EmbeddingSpec) -> Result<Target> {
+    let field = cache.subject_field.clone().unwrap_or_default();
+    let subject = SubjectPath::parse(&field).map_err(|e| Error::spec(&job.spec_path, e))?;
+    let spec = InputSpec {
+        paths: vec![cache.path.clone()],
+        include: DEFAULT_INCLUDE.iter().map(|s| s.to_string()).collect(),
+        exclude: Vec::new(),
+        subject_field: field,
+    };
+    Ok(Target {
+        subject,
+        found: dataset::discover(&spec)?,
+    })
+}
+
+/// Removes temp files a killed run left beside the files this run may rewrite.
+fn sweep_leftovers(files: &[&InputFile]) -> Result<()> {
+    let dirs: BTreeSet<&Path> = files.iter().filter_map(|f| f.path.parent()).collect();
+    for dir in dirs {
+        dataset::write::sweep_temp_files(dir).map_err(|e| Error::io("cannot clean up", dir, e))?;
+    }
+    Ok(())
+}
+
+/// Whether the newest report of the directory is the one an interrupted run was signing.
+fn already_signed(report_dir: &Path, job_id: &str) -> bool {
+    let Ok(files) = crate::report::chain::list(report_dir) else {
+        return false;
+    };
+    let Some(last) = files.last() else {
+        return false;
+    };
+    let Ok(bytes) = std::fs::read(last) else {
+        return false;
+    };
+    let Ok(env) = serde_json::from_slice::<crate::report::sign::Envelope>(&bytes) else {
+        return false;
+    };
+    use base64::Engine as _;
+    let Ok(payload) = base64::engine::general_purpose::STANDARD.decode(env.payload.as_bytes())
+    else {
+        return false;
+    };
+    serde_json::from_slice::<serde_json::Value>(&payload)
+        .is_ok_and(|s| s["predicate"]["job"]["id"].as_str() == Some(job_id))
+}
+
+pub fn run(job: &Job, args: &RunArgs, started: Timestamp, as_of: Timestamp) -> Result<Exit> {
+    let show = shower(&job.base_dir);
+    let spec = job
+        .erase
+        .as_ref()
+        .ok_or_else(|| Error::spec(&job.spec_path, "an erase job needs [erase]"))?;
+    let keys = Keys::load(&job.report, !args.dry_run)?;
+    let (subjects, snapshot) = gather(job, spec, as_of)?;
+    let erased = &subjects.erased;
+
+    let mut sorted: Vec<&str> = erased.iter().collect();
+    sorted.sort_unstable();
+    let identity = Identity {
+        job: job.name.clone(),
+        spec_sha256: job.spec_sha256.clone(),
+        subjects: keys.pseudonymizer.pseudonym(&sorted.join("\n")),
+        snapshot_sha256: snapshot.as_ref().map(|s| s.file.sha256.clone()),
+    };
+    let journal_path = Journal::path_for(&job.report.dir, &job.name);
+    let journal = Journal::open(journal_path.clone(), identity, args.discard_journal).map_err(|r| {
+        let why = match r {
+            Refusal::Different(what) => format!(
+                "an interrupted run of job {} used a different {what}; run it again with the same inputs to \
+                 finish it, or pass --discard-journal to start over",
+                job.name
+            ),
+            Refusal::Unreadable(e) => format!("unreadable journal ({e}); pass --discard-journal to start over"),
+        };
+        Error::Usage(format!("{}: {why}", journal_path.display()))
+    })?;
+    if let Some(id) = journal.signing() {
+        if !args.dry_run && already_signed(&job.report.dir, &id) {
+            journal
+                .remove()
+                .map_err(|e| Error::io("cannot remove journal", &journal_path, e))?;
+            crate::commands::emit(&format!(
+                "consentry erase job {}: an interrupted run had already signed its report (job id {id}); nothing left to do\n",
+                job.name
+            ))?;
+            return Ok(Exit::Ok);
+        }
+    }
+
+    let datasets = match spec.datasets {
+        true => Target {
+            subject: SubjectPath::parse(&job.input.subject_field)
+                .map_err(|e| Error::spec(&job.spec_path, e))?,
+            found: dataset::discover(&job.input)?,
+        },
+        false => Target {
+            subject: SubjectPath::parse("_").map_err(Error::Usage)?,
+            found: Discovery::default(),
+        },
+    };
+    let mut targets = vec![datasets];
+    for cache in spec.embeddings.iter().filter(|c| c.layout == Layout::Table) {
+        targets.push(table_target(job, cache)?);
+    }
+    let path_caches: Vec<&EmbeddingSpec> = spec
+        .embeddings
+        .iter()
+        .filter(|c| c.layout != Layout::Table)
+        .collect();
+    for cache in &path_caches {
+        if !cache.path.is_dir() {
+            return Err(Error::Input {
+                path: cache.path.clone(),
+                message: "embedding cache root is not a directory".into(),
+            });
+        }
+    }
+    if !args.dry_run {
+        let all: Vec<&InputFile> = targets.iter().flat_map(|t| t.found.files.iter()).collect();
+        sweep_leftovers(&all)?;
+    }
+
+    let mode = ProgressMode::detect(args.no_progress);
+    let total_files = targets.iter().map(|t| t.found.files.len() as u64).sum();
+    let total_bytes = targets
+        .iter()
+        .flat_map(|t| &t.found.files)
+        .map(|f| f.bytes)
+        .sum();
+    let ledger = JournalLedger(&journal);
+    let (outcomes, verification_rows) = exec::with_pool(args.threads, || {
+        let progress = Progress::start(mode, "swept", total_files, total_bytes);
+        let on_rows = |n| progress.add_rows(n);
+        let mut outcomes = Vec::new();
+        let mut residual: Result<(u64, u64), String> = Ok((0, 0));
+        for target in &targets {
+            let sweep = Sweep {
+                engine: Engine {
+                    subject: &target.subject,
+                    chunk_size: CHUNK_SIZE,
+                    chunks_per_batch: 2 * exec::workers().max(1),
+                    on_read: progress.on_read(),
+                    on_rows: &on_rows,
+                },
+                rule: EraseRule { erased },
+                dry_run: args.dry_run,
+                ledger: Some(&ledger),
+                show: &show,
+            };
+            let done = exec::par_map(&target.found.files, |f| {
+                let o = sweep.run(f);
+                progress.file_done();
+                o
+            });
+            // Verification: every rewritten file is read again and must hold no erased row.
+            let rewritten: Vec<&InputFile> = target
+                .found
+                .files
+                .iter()
+                .zip(&done)
+                .filter(|(_, o)| o.output.is_some())
+                .map(|(f, _)| f)
+                .collect();
+            let rechecked = exec::par_map(&rewritten, |f| sweep.residual(f));
+            for r in rechecked {
+                residual = match (residual, r) {
+                    (Ok((files, rows)), Ok(n)) => Ok((files + 1, rows + n)),
+                    (Err(e), _) | (_, Err(e)) => Err(e),
+                };
+            }
+            outcomes.extend(done);
+        }
+        progress.finish();
+        (outcomes, residual)
+    })?;
+
+    // Earlier, interrupted runs: their rewrites count in this report.
+    let mut outcomes = outcomes;
+    for (o, f) in outcomes
+        .iter_mut()
+        .zip(targets.iter().flat_map(|t| &t.found.files))
+    {
+        if o.status != FileStatus::Ok || o.output.is_some() {
+            continue;
+        }
+        if let Some(earlier) = o
+            .sha256_before
+            .as_deref()
+            .and_then(|sha| journal.earlier(&f.path, sha))
+        {
+            o.sha256_before = Some(earlier.sha256_before.clone());
+            o.rows_in = earlier.rows_in;
+            o.rows_kept = earlier.rows_in - earlier.rows_removed;
+            o.rows_dropped.insert("erased", earlier.rows_removed);
+            o.output = Some(crate::ops::OutputRef {
+                path: o.path.clone(),
+                sha256: earlier.sha256_after.clone(),
+                bytes: o.bytes,
+            });
+            o.bytes = earlier.bytes_before;
+        }
+    }
+
+    let mut caches = Vec::new();
+    let mut verification = Verification::default();
+    let unusable = erased.iter().filter(|id| !names_an_entry(id)).count() as u64;
+    for cache in &path_caches {
+        let layout = match cache.layout {
+            Layout::DirPerSubject => "dir-per-subject",
+            _ => "file-per-subject",
+        };
+        let earlier = journal.cache_removed(&cache.path);
+        let info = match embeddings::sweep(&cache.path, cache.layout, erased, args.dry_run) {
+            Ok(s) => {
+                if !args.dry_run && s.entries_removed > 0 {
+                    journal
+                        .add_cache(&cache.path, s.entries_removed)
+                        .map_err(|e| Error::io("cannot update journal", &journal_path, e))?;
+                }
+                CacheInfo {
+                    path: show(&cache.path),
+                    layout,
+                    entries_removed: s.entries_removed + earlier,
+                    subjects_found: s.subjects_found,
+                    subjects_absent: (erased.len() as u64).saturating_sub(s.subjects_found),
+                    error: (!s.failures.is_empty()).then(|| s.failures.join("; ")),
+                }
+            }
+            Err(e) => CacheInfo {
+                path: show(&cache.path),
+                layout,
+                entries_removed: earlier,
+                subjects_found: 0,
+                subjects_absent: 0,
+                error: Some(e),
+            },
+        };
+        caches.push(info);
+        if !args.dry_run {
+            match embeddings::residual(&cache.path, cache.layout, erased) {
+                Ok(n) => verification.residual_entries += n,
+                Err(e) => verification
+                    .errors
+                    .push(format!("{}: {e}", show(&cache.path))),
+            }
+            verification.caches_checked += 1;
+        }
+    }
+    match verification_rows {
+        Ok((files, rows)) => {
+            verification.files_checked = files;
+            verification.residual_rows = rows;
+        }
+        Err(e) => verification.errors.push(e),
+    }
+
+    let mut problems = Vec::new();
+    let count =
+        |pred: &dyn Fn(&Outcome) -> bool| outcomes.iter().filter(|o| pred(o)).count() as u64;
+    let unchecked: u64 = outcomes.iter().map(|o| o.counts.unchecked).sum();
+    if unchecked > 0 {
+        problems.push(format!(
+            "{unchecked} malformed lines were kept: they name no erased subject that could be found, but could not be parsed"
+        ));
+    }
+    if !subjects.rejected.is_empty() {
+        problems.push(format!(
+            "{} lines of the subjects file hold no usable id",
+            subjects.rejected.len()
+        ));
+    }
+    if unusable > 0 && !path_caches.is_empty() {
+        problems.push(format!(
+            "{unusable} erased ids cannot name a cache entry (empty, '.', '..', '/', NUL or control characters); \
+             their cache entries were not looked up"
+        ));
+    }
+    for c in caches.iter().filter(|c| c.error.is_some()) {
+        problems.push(format!(
+            "{}: {}",
+            c.path,
+            c.error.as_deref().unwrap_or_default()
+        ));
+    }
+    if !args.dry_run {
+        verification.passed = verification.residual_rows == 0
+            && verification.residual_entries == 0
+            && verification.errors.is_empty();
+        if !verification.passed {
+            problems.push(format!(
+                "verification found {} rows and {} cache entries of erased subjects still present{}",
+                verification.residual_rows,
+                verification.residual_entries,
+                if verification.errors.is_empty() { String::new() } else { format!("; {}", verification.errors.join("; ")) }
+            ));
+        }
+    }
+
+    let mut pseudonyms: Vec<String> = erased
+        .iter()
+        .map(|id| keys.pseudonymizer.pseudonym(id))
+        .collect();
+    pseudonyms.sort_unstable();
+    let info = EraseInfo {
+        subjects: pseudonyms,
+        subjects_from_file: subjects.from_file,
+        subjects_from_revocations: subjects.from_revocations,
+        rejected_ids: subjects.rejected,
+        ids_unusable_as_names: unusable,
+        rows_removed: outcomes
+            .iter()
+            .map(|o| o.rows_dropped.get("erased").copied().unwrap_or(0))
+            .sum(),
+        files_rewritten: count(&|o| {
+            o.output.is_some() || (args.dry_run && o.counts.dropped_for(Reason::Erased) > 0)
+        }),
+        files_untouched: count(&|o| {
+            o.status == FileStatus::Ok
+                && o.output.is_none()
+                && !(args.dry_run && o.counts.dropped_for(Reason::Erased) > 0)
+        }),
+        files_failed: count(&|o| o.status == FileStatus::Failed),
+        malformed_rows_kept: unchecked,
+        caches,
+        verification,
+        resumed: journal.resumed,
+    };
+    let found = Discovery {
+        symlinks: targets
+            .iter()
+            .flat_map(|t| t.found.symlinks.clone())
+            .collect(),
+        unreadable: targets
+            .iter()
+            .flat_map(|t| t.found.unreadable.clone())
+            .collect(),
+        ..Discovery::default()
+    };
+    let ctx = JobCtx {
+        job,
+        args,
+        started,
+        as_of,
+        keys: &keys,
+        show: &show,
+    };
+    let predicate = ctx.predicate(snapshot.as_ref(), &found, outcomes, problems, Some(info));
+    if args.dry_run {
+        return finish(job, args, predicate, &keys);
+    }
+    journal
+        .mark_signing(&predicate.job.id)
+        .map_err(|e| Error::io("cannot update journal", &journal_path, e))?;
+    let exit = finish(job, args, predicate, &keys)?;
+    journal
+        .remove()
+        .map_err(|e| Error::io("cannot remove journal", &journal_path, e))?;
+    Ok(exit)
+}

@@ -1,0 +1,178 @@
+//! The erase journal: what an erase job has done so far, so that the same job killed at any
+//! instant and run again finishes the work and signs exactly one report for all of it.
+//!
+//! It lives beside the reports as `.consentry-journal-<job>.json`, is replaced atomically
+//! after every change, and is removed once the report is signed. A rewrite is recorded as
+//! pending (with the digests before and after) before its rename and as done after, so a
+//! run killed between the two tells which happened by hashing the file. The journal holds
+//! paths, digests and counts, never a subject id.
+
+use std::collections::BTreeMap;
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::sync::Mutex;
+
+use serde::{Deserialize, Serialize};
+
+use crate::dataset::write::{AtomicFile, Replace};
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Identity {
+    pub job: String,
+    pub spec_sha256: String,
+    /// HMAC of the sorted erased ids under the pseudonym key.
+    pub subjects: String,
+    pub snapshot_sha256: Option<String>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Rewrite {
+    pub sha256_before: String,
+    pub bytes_before: u64,
+    pub sha256_after: String,
+    pub rows_in: u64,
+    pub rows_removed: u64,
+    pub done: bool,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+struct State {
+    identity: Identity,
+    /// Rewrites by absolute path.
+    files: BTreeMap<String, Rewrite>,
+    /// Cache entries removed so far, by cache root.
+    caches: BTreeMap<String, u64>,
+    /// Set just before signing: the id the report carries.
+    signing: Option<String>,
+}
+
+pub struct Journal {
+    path: PathBuf,
+    state: Mutex<State>,
+    /// An earlier run of this job left this journal.
+    pub resumed: bool,
+}
+
+/// Why an existing journal cannot be continued.
+pub enum Refusal {
+    Different(&'static str),
+    Unreadable(String),
+}
+
+impl Journal {
+    pub fn path_for(report_dir: &Path, job: &str) -> PathBuf {
+        report_dir.join(format!(".consentry-journal-{job}.json"))
+    }
+
+    /// Opens the journal an interrupted run left, if it was made with the same identity,
+    /// or starts a new one (in memory until the first `save`).
+    pub fn open(path: PathBuf, identity: Identity, discard: bool) -> Result<Journal, Refusal> {
+        let fresh = |identity| State {
+            identity,
+            files: BTreeMap::new(),
+            caches: BTreeMap::new(),
+            signing: None,
+        };
+        let bytes = match std::fs::read(&path) {
+            Ok(b) => b,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                return Ok(Journal {
+                    path,
+                    state: Mutex::new(fresh(identity)),
+                    resumed: false,
+                })
+            }
+            Err(e) => return Err(Refusal::Unreadable(e.to_string())),
+        };
+        if discard {
+            return Ok(Journal {
+                path,
+                state: Mutex::new(fresh(identity)),
+                resumed: false,
+            });
+        }
+        let old: State =
+            serde_json::from_slice(&bytes).map_err(|e| Refusal::Unreadable(e.to_string()))?;
+        let differs = |what| Err(Refusal::Different(what));
+        if old.identity.spec_sha256 != identity.spec_sha256 {
+            return differs("job spec");
+        }
+        if old.identity.subjects != identity.subjects {
+            return differs("list of subjects");
+        }
+        if old.identity.snapshot_sha256 != identity.snapshot_sha256 {
+            return differs("consent snapshot");
+        }
+        Ok(Journal {
+            path,
+            state: Mutex::new(old),
+            resumed: true,
+        })
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, State> {
+        self.state.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Writes the journal durably.
+    pub fn save(&self) -> std::io::Result<()> {
+        let state = self.lock();
+        let bytes = serde_json::to_vec_pretty(&*state).map_err(std::io::Error::other)?;
+        let mut f = AtomicFile::create(&self.path, 0o600)?;
+        f.write_all(&bytes)?;
+        f.commit(Replace::Always).map(|_| ())
+    }
+
+    /// Records a rewrite about to be renamed into place (`done = false`) or renamed (`true`).
+    pub fn record(&self, file: &Path, rewrite: Rewrite) -> std::io::Result<()> {
+        self.lock()
+            .files
+            .insert(file.display().to_string(), rewrite);
+        self.save()
+    }
+
+    /// What an earlier run rewrote at `file`, if that rewrite is what the file holds now
+    /// (`current_sha256`): a pending rewrite whose rename did happen counts as done.
+    pub fn earlier(&self, file: &Path, current_sha256: &str) -> Option<Rewrite> {
+        let state = self.lock();
+        state
+            .files
+            .get(&file.display().to_string())
+            .filter(|r| r.sha256_after == current_sha256)
+            .cloned()
+    }
+
+    pub fn add_cache(&self, root: &Path, removed: u64) -> std::io::Result<()> {
+        *self
+            .lock()
+            .caches
+            .entry(root.display().to_string())
+            .or_default() += removed;
+        self.save()
+    }
+
+    /// Entries an earlier run removed from `root`.
+    pub fn cache_removed(&self, root: &Path) -> u64 {
+        self.lock()
+            .caches
+            .get(&root.display().to_string())
+            .copied()
+            .unwrap_or(0)
+    }
+
+    pub fn mark_signing(&self, job_id: &str) -> std::io::Result<()> {
+        self.lock().signing = Some(job_id.to_string());
+        self.save()
+    }
+
+    pub fn signing(&self) -> Option<String> {
+        self.lock().signing.clone()
+    }
+
+    pub fn remove(self) -> std::io::Result<()> {
+        match std::fs::remove_file(&self.path) {
+            Err(e) if e.kind() != std::io::ErrorKind::NotFound => Err(e),
+            _ => crate::dataset::write::sync_dir(self.path.parent().unwrap_or(Path::new("."))),
+        }
+    }
+}

@@ -90,3 +90,89 @@ fn demo_job_keeps_exactly_the_consented_rows() {
     assert_eq!(p["consent"]["subjects"]["judged"], 14);
     assert_eq!(p["consent"]["subjects"]["valid"], 5);
 }
+
+/// Copies a directory tree (the demo cache) with std only.
+fn copy_tree(from: &std::path::Path, to: &std::path::Path) {
+    std::fs::create_dir_all(to).unwrap();
+    for entry in std::fs::read_dir(from).unwrap() {
+        let entry = entry.unwrap();
+        let target = to.join(entry.file_name());
+        if entry.file_type().unwrap().is_dir() {
+            copy_tree(&entry.path(), &target);
+        } else {
+            std::fs::copy(entry.path(), target).unwrap();
+        }
+    }
+}
+
+#[test]
+fn demo_erase_job_sweeps_the_filtered_output_and_the_cache() {
+    let env = Env::new();
+    let fixtures = repo().join("fixtures");
+    for job in ["demo-filter.toml", "demo-erase.toml"] {
+        let text = std::fs::read_to_string(repo().join("jobs").join(job)).unwrap();
+        let text = text
+            .replace("../fixtures", path_str(&fixtures))
+            .replace("../target/demo", path_str(env.dir.path()));
+        env.write(job, text);
+    }
+    env.run(&["run", "demo-filter.toml", "--no-progress"])
+        .expect(0);
+    copy_tree(&fixtures.join("demo/cache"), &env.path("cache"));
+    let dry = env
+        .run(&["run", "demo-erase.toml", "--no-progress", "--dry-run"])
+        .expect(0);
+    assert!(
+        dry.stdout.contains("would      remove 2 of 5 rows from"),
+        "{}",
+        dry.stdout
+    );
+    assert!(
+        env.path("cache/per-file/alice.vec").exists(),
+        "a dry run changes nothing"
+    );
+
+    env.run(&["run", "demo-erase.toml", "--no-progress"])
+        .expect(0);
+    let forum = env.read_string("out/forum/2026-10.jsonl");
+    assert_eq!(
+        forum.lines().map(|l| &l[7..12]).collect::<Vec<_>>(),
+        ["f-004", "f-006", "f-012"]
+    );
+    let chat = String::from_utf8(gunzip(&env.read("out/chat/2026-10.jsonl.gz"))).unwrap();
+    assert_eq!(
+        chat.lines().map(|l| &l[7..12]).collect::<Vec<_>>(),
+        ["c-005"]
+    );
+    assert!(!env.path("cache/by-subject/alice").exists());
+    assert!(env.path("cache/by-subject/ivan/embedding.txt").exists());
+    assert!(
+        !env.path("cache/per-file/alice.vec").exists()
+            && !env.path("cache/per-file/42.vec").exists()
+    );
+    assert!(env.path("cache/per-file/niaj.vec").exists());
+    assert_eq!(
+        env.read_string("cache/table/vectors.jsonl"),
+        "{\"user_id\":\"ivan\",\"doc\":\"f-004\",\"vector\":[0.40,-0.10,0.95]}\n"
+    );
+    let e = &env.last_statement()["predicate"]["erase"];
+    assert_eq!(e["rows_removed"], 6);
+    assert_eq!(e["verification"]["passed"], true);
+    let reports = || std::fs::read_dir(env.path("reports")).unwrap().count();
+    let before = reports();
+    env.run(&["run", "demo-erase.toml", "--no-progress"])
+        .expect(0);
+    assert_eq!(
+        env.last_statement()["predicate"]["erase"]["files_rewritten"],
+        0
+    );
+    assert_eq!(reports(), before + 1);
+    let files: Vec<String> = std::fs::read_dir(env.path("reports"))
+        .unwrap()
+        .map(|e| e.unwrap().path().to_string_lossy().into_owned())
+        .filter(|p| p.ends_with(".dsse.json"))
+        .collect();
+    let mut args = vec!["verify", "--chain"];
+    args.extend(files.iter().map(String::as_str));
+    env.run(&args).expect(0);
+}

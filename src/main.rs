@@ -3,6 +3,11 @@ use std::process::ExitCode;
 
 use clap::Parser;
 
+/// Chunks of several MiB are allocated and freed all the time; mimalloc keeps them mapped
+/// instead of returning each to the kernel and faulting it back in (measured: less system time).
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 fn main() -> ExitCode {
     let cli = consentry::cli::Cli::parse();
     match consentry::run(cli) {

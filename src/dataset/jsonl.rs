@@ -33,6 +33,8 @@ struct HashingReader {
     inner: File,
     stats: Arc<Mutex<RawStats>>,
     on_read: OnRead,
+    /// Off for a re-read whose digest is already known (verification).
+    hash: bool,
 }
 
 impl Read for HashingReader {
@@ -40,7 +42,9 @@ impl Read for HashingReader {
         let n = self.inner.read(buf)?;
         if n > 0 {
             let mut stats = self.stats.lock().unwrap_or_else(|p| p.into_inner());
-            stats.hasher.update(&buf[..n]);
+            if self.hash {
+                stats.hasher.update(&buf[..n]);
+            }
             stats.bytes += n as u64;
             drop(stats);
             (self.on_read)(n as u64);
@@ -66,10 +70,12 @@ pub struct Chunk {
 }
 
 impl LineReader {
-    pub fn open(path: &Path, codec: Codec, on_read: OnRead) -> io::Result<LineReader> {
+    /// Opens a file; `hash` says whether to compute its sha256 on the way (`finish`).
+    pub fn open(path: &Path, codec: Codec, on_read: OnRead, hash: bool) -> io::Result<LineReader> {
         let stats = Arc::new(Mutex::new(RawStats::default()));
         let raw = HashingReader {
             inner: File::open(path)?,
+            hash,
             stats: Arc::clone(&stats),
             on_read,
         };
@@ -155,17 +161,15 @@ pub fn content(line: &[u8]) -> &[u8] {
 }
 
 /// Compresses one chunk's output as a complete member or frame of `codec`.
-pub fn encode(codec: Codec, data: &[u8]) -> io::Result<Vec<u8>> {
+pub fn encode(codec: Codec, data: Vec<u8>) -> io::Result<Vec<u8>> {
     match codec {
-        Codec::None => Ok(data.to_vec()),
+        Codec::None => Ok(data),
         Codec::Gzip => {
-            let mut enc = flate2::write::GzEncoder::new(
-                Vec::with_capacity(data.len() / 3),
-                flate2::Compression::default(),
-            );
-            enc.write_all(data)?;
+            let out = Vec::with_capacity(data.len() / 3);
+            let mut enc = flate2::write::GzEncoder::new(out, flate2::Compression::default());
+            enc.write_all(&data)?;
             enc.finish()
         }
-        Codec::Zstd => zstd::bulk::compress(data, zstd::DEFAULT_COMPRESSION_LEVEL),
+        Codec::Zstd => zstd::bulk::compress(&data, zstd::DEFAULT_COMPRESSION_LEVEL),
     }
 }

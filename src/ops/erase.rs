@@ -123,21 +123,17 @@ impl Sweep<'_> {
     /// Counts the rows of erased subjects still in a file (the verification pass).
     pub fn residual(&self, file: &InputFile) -> Result<u64, String> {
         let format = file.format.ok_or("not a dataset format")?;
-        exec::guard(|| Ok(self.scan(file, format)?.1.dropped_for(Reason::Erased)))
-    }
-
-    fn scan(&self, file: &InputFile, format: Format) -> Result<(String, RowCounts, u64), String> {
-        match format {
-            Format::Jsonl(codec) => {
-                let pass = self.engine.jsonl(&file.path, codec, &self.rule, None)?;
-                Ok((pass.sha256, pass.counts, pass.bytes))
-            }
+        let engine = self.engine.unhashed();
+        let counts = exec::guard(|| match format {
+            Format::Jsonl(codec) => Ok(engine.jsonl(&file.path, codec, &self.rule, None)?.counts),
             Format::Parquet => {
                 let input = self.parquet_input(file)?;
-                let d = self.engine.parquet_decide(&file.path, &input, &self.rule)?;
-                Ok((d.sha256, d.counts, d.bytes))
+                Ok(engine
+                    .parquet_decide(&file.path, &input, &self.rule)?
+                    .counts)
             }
-        }
+        })?;
+        Ok(counts.dropped_for(Reason::Erased))
     }
 
     fn parquet_input(&self, file: &InputFile) -> Result<ParquetInput, String> {

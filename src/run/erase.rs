@@ -277,6 +277,7 @@ pub fn run(job: &Job, args: &RunArgs, started: Timestamp, as_of: Timestamp) -> R
             let sweep = Sweep {
                 engine: Engine {
                     subject: &target.subject,
+                    hash: true,
                     chunk_size: CHUNK_SIZE,
                     chunks_per_batch: 2 * exec::workers().max(1),
                     on_read: progress.on_read(),

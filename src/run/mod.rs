@@ -150,6 +150,7 @@ fn filter(job: &Job, args: &RunArgs, started: Timestamp, as_of: Timestamp) -> Re
         let op = Filter {
             engine: Engine {
                 subject: &subject,
+                hash: true,
                 chunk_size: CHUNK_SIZE,
                 chunks_per_batch: 2 * exec::workers().max(1),
                 on_read: progress.on_read(),

@@ -1,0 +1,150 @@
+//! Erasure: the pre-scan (reads only subjects) and the in-place rewrite, for JSONL and
+//! Parquet, with 1% of subjects erased.
+//!
+//! Data is generated outside the timed loop from a fixed seed; every rewrite starts from a
+//! fresh copy and asserts the rows it removed, so the bench cannot time a no-op.
+
+#[path = "common.rs"]
+mod common;
+
+use std::path::Path;
+use std::sync::Arc;
+
+use arrow::array::{RecordBatch, StringArray};
+use arrow::datatypes::{DataType, Field, Schema};
+use common::corpus;
+use consentry::dataset::scan::SubjectPath;
+use consentry::dataset::{Codec, Format, InputFile};
+use consentry::ops::erase::{EraseRule, Erased, Sweep};
+use consentry::ops::rows::Engine;
+use criterion::{criterion_group, criterion_main, BatchSize, Criterion, Throughput};
+use parquet::arrow::ArrowWriter;
+use parquet::file::properties::WriterProperties;
+
+const LINES: usize = 40_000;
+
+/// The `u%08d` subject of a corpus line.
+fn user(line: &str) -> &str {
+    let at = line.find("\"user_id\":\"").unwrap() + 11;
+    &line[at..at + 9]
+}
+const USERS: u64 = 20_000;
+
+/// Writes the corpus lines as a zstd Parquet file of 8k-row groups (id, user_id, line).
+fn parquet_of(lines: &[u8], path: &Path) {
+    let rows: Vec<&str> = std::str::from_utf8(lines).unwrap().lines().collect();
+    let users: Vec<&str> = rows.iter().map(|l| user(l)).collect();
+    let ids: Vec<String> = (0..rows.len()).map(|i| format!("doc-{i:010}")).collect();
+    let schema = Arc::new(Schema::new(vec![
+        Field::new("id", DataType::Utf8, false),
+        Field::new("user_id", DataType::Utf8, false),
+        Field::new("text", DataType::Utf8, false),
+    ]));
+    let batch = RecordBatch::try_new(
+        schema.clone(),
+        vec![
+            Arc::new(StringArray::from(ids)),
+            Arc::new(StringArray::from(users)),
+            Arc::new(StringArray::from(rows)),
+        ],
+    )
+    .unwrap();
+    let props = WriterProperties::builder()
+        .set_compression(parquet::basic::Compression::ZSTD(Default::default()))
+        .set_max_row_group_row_count(Some(8192))
+        .build();
+    let mut w =
+        ArrowWriter::try_new(std::fs::File::create(path).unwrap(), schema, Some(props)).unwrap();
+    w.write(&batch).unwrap();
+    w.close().unwrap();
+}
+
+fn bench(c: &mut Criterion) {
+    let dir = tempfile::tempdir().unwrap();
+    let data = corpus(LINES, USERS, 11);
+    let mut erased = Erased::default();
+    for u in (0..USERS).step_by(100) {
+        erased.insert(&format!("u{u:08}")).unwrap();
+    }
+    let want = std::str::from_utf8(&data)
+        .unwrap()
+        .lines()
+        .filter(|l| erased.contains(user(l)))
+        .count() as u64;
+    assert!(
+        want > 100,
+        "about 1% of rows name an erased subject: {want}"
+    );
+
+    let originals = dir.path().join("originals");
+    std::fs::create_dir_all(&originals).unwrap();
+    std::fs::write(originals.join("part.jsonl"), &data).unwrap();
+    parquet_of(&data, &originals.join("part.parquet"));
+
+    let subject = SubjectPath::parse("user_id").unwrap();
+    let on_rows = |_n: u64| {};
+    let show = |p: &Path| p.display().to_string();
+    let sweep = Sweep {
+        engine: Engine {
+            subject: &subject,
+            hash: true,
+            chunk_size: 4 << 20,
+            chunks_per_batch: 4,
+            on_read: Arc::new(|_n| {}),
+            on_rows: &on_rows,
+        },
+        rule: EraseRule { erased: &erased },
+        dry_run: false,
+        ledger: None,
+        show: &show,
+    };
+    let work = dir.path().join("work");
+    std::fs::create_dir_all(&work).unwrap();
+
+    let mut group = c.benchmark_group("erase");
+    group.sample_size(20);
+    for (name, format) in [
+        ("part.jsonl", Format::Jsonl(Codec::None)),
+        ("part.parquet", Format::Parquet),
+    ] {
+        let original = originals.join(name);
+        let bytes = std::fs::metadata(&original).unwrap().len();
+        group.throughput(Throughput::Bytes(bytes));
+        let scan_file = InputFile {
+            path: original.clone(),
+            rel: name.into(),
+            format: Some(format),
+            bytes,
+        };
+        group.bench_function(format!("prescan/{name}"), |b| {
+            b.iter(|| assert_eq!(sweep.residual(&scan_file).unwrap(), want))
+        });
+        let target = work.join(name);
+        let file = InputFile {
+            path: target.clone(),
+            rel: name.into(),
+            format: Some(format),
+            bytes,
+        };
+        group.bench_function(format!("rewrite/{name}"), |b| {
+            b.iter_batched(
+                || std::fs::copy(&original, &target).unwrap(),
+                |_| {
+                    let outcome = sweep.run(&file);
+                    assert_eq!(
+                        outcome.counts.dropped_for(consentry::ops::Reason::Erased),
+                        want,
+                        "{:?}",
+                        outcome.error
+                    );
+                    assert!(outcome.output.is_some());
+                },
+                BatchSize::PerIteration,
+            )
+        });
+    }
+    group.finish();
+}
+
+criterion_group!(benches, bench);
+criterion_main!(benches);

@@ -354,3 +354,44 @@ fn report_show_writes_one_self_contained_page() {
     );
     assert!(html.contains("no_consent"));
 }
+
+#[test]
+fn jobs_writing_to_one_report_dir_at_once_keep_one_chain() {
+    let (env, _) = env_with_reports(0);
+    // Eight jobs with their own outputs, one report directory, started together.
+    let mut children = Vec::new();
+    for i in 0..8 {
+        let job = env
+            .read_string("job.toml")
+            .replace("dir = \"out\"", &format!("dir = \"out{i}\""));
+        env.write(&format!("job{i}.toml"), job);
+        let child = std::process::Command::new(BIN)
+            .args(["run", &format!("job{i}.toml"), "--no-progress"])
+            .current_dir(env.dir.path())
+            .stdout(std::process::Stdio::null())
+            .spawn()
+            .unwrap();
+        children.push(child);
+    }
+    for mut c in children {
+        assert!(c.wait().unwrap().success());
+    }
+    let out = verify(&env, &[]).expect(0);
+    assert_eq!(
+        out.stdout
+            .lines()
+            .filter(|l| l.starts_with("ok     ") && l.contains(".dsse.json"))
+            .count(),
+        8
+    );
+    let mut sequences: Vec<u64> = std::fs::read_dir(env.path("reports"))
+        .unwrap()
+        .filter_map(|e| {
+            let name = e.unwrap().file_name().to_string_lossy().into_owned();
+            name.ends_with(".dsse.json")
+                .then(|| name[..8].parse().unwrap())
+        })
+        .collect();
+    sequences.sort();
+    assert_eq!(sequences, (1..=8).collect::<Vec<u64>>());
+}

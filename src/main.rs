@@ -9,6 +9,14 @@ use clap::Parser;
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 fn main() -> ExitCode {
+    // A panic inside a reader (hostile bytes) is caught and the file reported as failed; the
+    // default hook would print its message, which may quote data. Say only where it was.
+    std::panic::set_hook(Box::new(|info| {
+        let at = info
+            .location()
+            .map_or_else(String::new, |l| format!(" at {}:{}", l.file(), l.line()));
+        eprintln!("consentry: internal error{at}; the file being processed is reported as failed");
+    }));
     let cli = consentry::cli::Cli::parse();
     match consentry::run(cli) {
         Ok(exit) => ExitCode::from(exit as u8),

@@ -5,6 +5,7 @@ mod util;
 mod cli;
 mod consent_rules;
 mod demo;
+mod erase;
 mod filter_jsonl;
 mod filter_parquet;
 mod report;

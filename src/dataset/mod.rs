@@ -113,15 +113,30 @@ pub fn discover(spec: &InputSpec) -> Result<Discovery> {
         root: mirror_root(&spec.paths),
         ..Discovery::default()
     };
-    for input in &spec.paths {
+    for named in &spec.paths {
         let meta =
-            std::fs::metadata(input).map_err(|e| Error::io("cannot read input path", input, e))?;
+            std::fs::metadata(named).map_err(|e| Error::io("cannot read input path", named, e))?;
+        // A file named in the spec through a symlink is read, and rewritten in place, at its
+        // real location: replacing the link would leave the rows in its target.
+        let real;
+        let input = match (
+            meta.is_file(),
+            named.symlink_metadata().map(|m| m.file_type().is_symlink()),
+        ) {
+            (true, Ok(true)) => {
+                real = named
+                    .canonicalize()
+                    .map_err(|e| Error::io("cannot resolve input path", named, e))?;
+                &real
+            }
+            _ => named,
+        };
         if meta.is_file() {
-            let rel = input
-                .strip_prefix(&found.root)
-                .unwrap_or(input)
-                .to_path_buf();
-            let name = input
+            let rel = named.strip_prefix(&found.root).map_or_else(
+                |_| PathBuf::from(named.file_name().unwrap_or_default()),
+                Path::to_path_buf,
+            );
+            let name = named
                 .file_name()
                 .and_then(|n| n.to_str())
                 .unwrap_or_default();

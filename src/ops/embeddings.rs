@@ -62,9 +62,6 @@ pub fn sweep(
         let entry = entry.map_err(|e| format!("cannot list cache root: {e}"))?;
         let name = entry.file_name();
         let Some(name) = name.to_str() else { continue };
-        if name.starts_with(crate::dataset::TEMP_PREFIX) {
-            continue;
-        }
         let subject = subject_of(name, layout);
         if !erased.contains(subject) {
             continue;

@@ -1,16 +1,17 @@
 //! The erase operation: remove every row of a set of subjects from one dataset file, in
 //! place, and prove afterwards that none is left.
 //!
-//! A file with no erased subject is never written (same inode, same mtime). Plain JSONL is
-//! judged and rewritten in one speculative pass whose temporary output is thrown away when
-//! nothing matched; gzip and zstd files, whose recompression is costly, and Parquet files are
-//! scanned first (Parquet: the subject column only) and rewritten only on a match. The
+//! A file with no erased subject is never written, nor is anything created beside it (same
+//! inode, same mtime, same directory). Plain JSONL is judged and rewritten in one pass that
+//! creates its output only at the first erased row, copying the untouched prefix; gzip and
+//! zstd files, whose recompression is costly, and Parquet files are scanned first (Parquet:
+//! the subject column only) and rewritten only on a match. The
 //! rewrite goes to a temporary file beside the target that is synced and renamed over it.
 
 use std::os::unix::fs::MetadataExt;
 use std::path::Path;
 
-use super::rows::{Decision, Engine, RowRule};
+use super::rows::{Decision, Engine, RowRule, Sink};
 use super::{Outcome, OutputRef, Reason, RowCounts};
 use crate::consent::SubjectTable;
 use crate::dataset::parquet::{Cell, ParquetInput};
@@ -125,7 +126,9 @@ impl Sweep<'_> {
         let format = file.format.ok_or("not a dataset format")?;
         let engine = self.engine.unhashed();
         let counts = exec::guard(|| match format {
-            Format::Jsonl(codec) => Ok(engine.jsonl(&file.path, codec, &self.rule, None)?.counts),
+            Format::Jsonl(codec) => Ok(engine
+                .jsonl(&file.path, codec, &self.rule, Sink::None)?
+                .counts),
             Format::Parquet => {
                 let input = self.parquet_input(file)?;
                 Ok(engine
@@ -164,22 +167,28 @@ impl Sweep<'_> {
         let shown = (self.show)(&file.path);
         let (sha_before, bytes, counts, sink) = match format {
             Format::Jsonl(Codec::None) if !self.dry_run && single_link(&file.path) => {
+                let make = || self.sink(file);
                 let pass = self.engine.jsonl(
                     &file.path,
                     Codec::None,
                     &self.rule,
-                    Some(self.sink(file)?),
+                    Sink::OnFirstDrop(&make),
                 )?;
                 (pass.sha256, pass.bytes, pass.counts, pass.sink)
             }
             Format::Jsonl(codec) => {
-                let scanned = self.engine.jsonl(&file.path, codec, &self.rule, None)?;
+                let scanned = self
+                    .engine
+                    .jsonl(&file.path, codec, &self.rule, Sink::None)?;
                 if scanned.counts.dropped_for(Reason::Erased) == 0 || self.dry_run {
                     (scanned.sha256, scanned.bytes, scanned.counts, None)
                 } else {
-                    let pass =
-                        self.engine
-                            .jsonl(&file.path, codec, &self.rule, Some(self.sink(file)?))?;
+                    let pass = self.engine.jsonl(
+                        &file.path,
+                        codec,
+                        &self.rule,
+                        Sink::Now(self.sink(file)?),
+                    )?;
                     if pass.sha256 != scanned.sha256 {
                         return Err("changed while the job read it; not rewritten".into());
                     }

@@ -3,7 +3,7 @@
 
 use std::path::{Path, PathBuf};
 
-use super::rows::{Decision, Engine, RowRule};
+use super::rows::{Decision, Engine, RowRule, Sink};
 use super::{Outcome, OutputRef, Reason};
 use crate::consent::Snapshot;
 use crate::dataset::parquet::{Cell, ParquetInput};
@@ -105,9 +105,12 @@ impl Filter<'_> {
     fn filter(&self, file: &InputFile, format: Format) -> Result<Outcome, String> {
         let (sha256, bytes, counts, sink) = match format {
             Format::Jsonl(codec) => {
-                let pass = self
-                    .engine
-                    .jsonl(&file.path, codec, &self.rule, self.sink(file)?)?;
+                let pass = self.engine.jsonl(
+                    &file.path,
+                    codec,
+                    &self.rule,
+                    self.sink(file)?.map_or(Sink::None, Sink::Now),
+                )?;
                 (pass.sha256, pass.bytes, pass.counts, pass.sink)
             }
             Format::Parquet => {

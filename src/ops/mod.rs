@@ -115,6 +115,11 @@ impl RowCounts {
         self.dropped[reason.index()] += 1;
     }
 
+    /// Counts `n` rows as dropped for `reason` without counting them in again.
+    pub fn add_dropped(&mut self, reason: Reason, n: u64) {
+        self.dropped[reason.index()] += n;
+    }
+
     pub fn dropped(&self) -> u64 {
         self.dropped.iter().sum()
     }

@@ -8,7 +8,7 @@
 //! column alone; row groups that keep every row are spliced in encoded, those that keep none
 //! are left out, and only the rest are decoded and re-encoded. Dropped rows go nowhere.
 
-use std::io::{self, Write};
+use std::io::{self, Read, Write};
 use std::path::Path;
 
 use super::{Reason, RowCounts};
@@ -50,6 +50,18 @@ pub struct Engine<'a> {
     pub on_rows: &'a (dyn Fn(u64) + Sync),
 }
 
+/// Where an engine pass writes the rows it keeps.
+pub enum Sink<'s> {
+    /// Nowhere: the pass only counts.
+    None,
+    /// Into this file from the first row.
+    Now(AtomicFile),
+    /// Uncompressed JSONL only: nowhere until the first dropped row. Then `make` creates the
+    /// file, the unchanged prefix is copied from the input, and the rest is written; a file
+    /// with no dropped row is never written at all (not even a temporary file).
+    OnFirstDrop(&'s dyn Fn() -> Result<AtomicFile, String>),
+}
+
 /// One pass over a file: its digest and size as read, the row counts, and the output
 /// written so far (not yet committed: the caller decides).
 pub struct Pass {
@@ -86,21 +98,28 @@ impl<'a> Engine<'a> {
         }
     }
 
-    /// Reads a JSONL file and judges every line; with a `sink`, writes the kept lines to it in
-    /// the file's codec.
+    /// Reads a JSONL file and judges every line, writing the kept lines to `sink` in the
+    /// file's codec.
     pub fn jsonl(
         &self,
         path: &Path,
         codec: Codec,
         rule: &dyn RowRule,
-        mut sink: Option<AtomicFile>,
+        sink: Sink<'_>,
     ) -> Result<Pass, String> {
         let mut reader = LineReader::open(path, codec, self.on_read.clone(), self.hash)
             .map_err(|e| format!("cannot read: {e}"))?;
         let write_err = |e: io::Error| format!("cannot write: {e}");
         let mut counts = RowCounts::default();
         let mut wrote = false;
-        let encode = sink.is_some();
+        let collect = !matches!(sink, Sink::None);
+        let (mut out, lazy) = match sink {
+            Sink::None => (None, None),
+            Sink::Now(f) => (Some(f), None),
+            Sink::OnFirstDrop(make) => (None, Some(make)),
+        };
+        // Bytes of the chunks judged so far (for a lazy sink: the prefix to copy unchanged).
+        let mut consumed = 0u64;
         loop {
             let mut batch: Vec<Chunk> = Vec::with_capacity(self.chunks_per_batch);
             while batch.len() < self.chunks_per_batch {
@@ -116,30 +135,41 @@ impl<'a> Engine<'a> {
                 break;
             }
             let judged = exec::par_map(&batch, |chunk| {
-                let (kept, counts) = judge_chunk(chunk, self.subject, rule, encode);
-                let bytes = if encode && !kept.is_empty() {
+                let (kept, counts) = judge_chunk(chunk, self.subject, rule, collect);
+                let bytes = if collect && !kept.is_empty() {
                     jsonl::encode(codec, kept)?
                 } else {
                     Vec::new()
                 };
-                Ok::<_, io::Error>((bytes, counts))
+                Ok::<_, io::Error>((bytes, counts, chunk.data.len() as u64))
             });
             drop(batch);
             for result in judged {
-                let (bytes, chunk_counts) = result.map_err(write_err)?;
+                let (bytes, chunk_counts, len) = result.map_err(write_err)?;
                 (self.on_rows)(chunk_counts.rows_in);
                 counts += chunk_counts;
-                if let (Some(out), false) = (&mut sink, bytes.is_empty()) {
+                if let (None, Some(make), true) = (&out, lazy, chunk_counts.dropped() > 0) {
+                    let mut f = make()?;
+                    let mut prefix = std::fs::File::open(path)
+                        .map_err(|e| format!("cannot read: {e}"))?
+                        .take(consumed);
+                    io::copy(&mut prefix, &mut f).map_err(write_err)?;
+                    wrote = consumed > 0;
+                    out = Some(f);
+                }
+                consumed += len;
+                if let (Some(out), false) = (&mut out, bytes.is_empty()) {
                     out.write_all(&bytes).map_err(write_err)?;
                     wrote = true;
                 }
             }
         }
-        if let (Some(out), false, true) = (&mut sink, wrote, codec != Codec::None) {
+        if let (Some(out), false, true) = (&mut out, wrote, codec != Codec::None) {
             // A compressed file with no rows is still a valid, empty stream.
             out.write_all(&jsonl::encode(codec, Vec::new()).map_err(write_err)?)
                 .map_err(write_err)?;
         }
+        let sink = out;
         let (sha256, bytes) = reader.finish();
         Ok(Pass {
             sha256,

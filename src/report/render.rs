@@ -304,9 +304,9 @@ pub fn html(statement: &Value) -> String {
         }
         out.push_str("</ul>");
     }
-    let _ = write!(
+    let _ = writeln!(
         out,
-        "<h2>Chain</h2><p>sequence {}, previous report sha256 <code>{}</code></p></body></html>\n",
+        "<h2>Chain</h2><p>sequence {}, previous report sha256 <code>{}</code></p></body></html>",
         esc(&s(&p["chain"]["sequence"])),
         esc(&s(&p["chain"]["previous_sha256"]))
     );

@@ -21,7 +21,7 @@ use crate::job::{EmbeddingSpec, EraseSpec, InputSpec, Job, Layout, DEFAULT_INCLU
 use crate::ops::embeddings::{self, names_an_entry};
 use crate::ops::erase::{EraseRule, Erased, Ledger, Pending, Sweep};
 use crate::ops::rows::Engine;
-use crate::ops::{FileStatus, Outcome, Reason};
+use crate::ops::{FileStatus, Outcome, Reason, RowCounts};
 use crate::report::{CacheInfo, EraseInfo, RejectedId, Verification};
 use crate::time::Timestamp;
 use crate::Exit;
@@ -42,8 +42,9 @@ fn read_subjects_file(
     rejected: &mut Vec<RejectedId>,
 ) -> Result<u64> {
     let bytes = std::fs::read(path).map_err(|e| Error::io("cannot read subjects file", path, e))?;
+    let text = bytes.strip_prefix(b"\xEF\xBB\xBF").unwrap_or(&bytes);
     let mut added = 0;
-    for (i, raw) in bytes.split(|&b| b == b'\n').enumerate() {
+    for (i, raw) in text.split(|&b| b == b'\n').enumerate() {
         let line = i as u64 + 1;
         let Ok(text) = std::str::from_utf8(raw) else {
             rejected.push(RejectedId {
@@ -184,6 +185,37 @@ fn already_signed(report_dir: &Path, job_id: &str) -> bool {
         .is_ok_and(|s| s["predicate"]["job"]["id"].as_str() == Some(job_id))
 }
 
+/// Folds into `o` the rewrite an interrupted run of this job made of `f`, when the file
+/// still holds what that rewrite wrote: its rows count in this report.
+fn absorb_earlier(o: &mut Outcome, f: &InputFile, journal: &Journal) {
+    if o.status != FileStatus::Ok || o.output.is_some() {
+        return;
+    }
+    let Some(earlier) = o
+        .sha256_before
+        .as_deref()
+        .and_then(|sha| journal.earlier(&f.path, sha))
+    else {
+        return;
+    };
+    let mut counts = RowCounts::default();
+    counts.rows_in = earlier.rows_in;
+    counts.unchecked = o.counts.unchecked;
+    counts.kept = earlier.rows_in.saturating_sub(earlier.rows_removed);
+    counts.add_dropped(Reason::Erased, earlier.rows_removed);
+    o.sha256_before = Some(earlier.sha256_before.clone());
+    o.rows_in = counts.rows_in;
+    o.rows_kept = counts.kept;
+    o.rows_dropped = counts.by_reason();
+    o.output = Some(crate::ops::OutputRef {
+        path: o.path.clone(),
+        sha256: earlier.sha256_after.clone(),
+        bytes: o.bytes,
+    });
+    o.bytes = earlier.bytes_before;
+    o.counts = counts;
+}
+
 pub fn run(job: &Job, args: &RunArgs, started: Timestamp, as_of: Timestamp) -> Result<Exit> {
     let show = shower(&job.base_dir);
     let spec = job
@@ -293,7 +325,12 @@ pub fn run(job: &Job, args: &RunArgs, started: Timestamp, as_of: Timestamp) -> R
                 progress.file_done();
                 o
             });
-            // Verification: every rewritten file is read again and must hold no erased row.
+            let mut done = done;
+            for (o, f) in done.iter_mut().zip(&target.found.files) {
+                absorb_earlier(o, f, &journal);
+            }
+            // Verification: every file rewritten (by this run or an interrupted one) is read
+            // again and must hold no erased row.
             let rewritten: Vec<&InputFile> = target
                 .found
                 .files
@@ -314,33 +351,6 @@ pub fn run(job: &Job, args: &RunArgs, started: Timestamp, as_of: Timestamp) -> R
         progress.finish();
         (outcomes, residual)
     })?;
-
-    // Earlier, interrupted runs: their rewrites count in this report.
-    let mut outcomes = outcomes;
-    for (o, f) in outcomes
-        .iter_mut()
-        .zip(targets.iter().flat_map(|t| &t.found.files))
-    {
-        if o.status != FileStatus::Ok || o.output.is_some() {
-            continue;
-        }
-        if let Some(earlier) = o
-            .sha256_before
-            .as_deref()
-            .and_then(|sha| journal.earlier(&f.path, sha))
-        {
-            o.sha256_before = Some(earlier.sha256_before.clone());
-            o.rows_in = earlier.rows_in;
-            o.rows_kept = earlier.rows_in - earlier.rows_removed;
-            o.rows_dropped.insert("erased", earlier.rows_removed);
-            o.output = Some(crate::ops::OutputRef {
-                path: o.path.clone(),
-                sha256: earlier.sha256_after.clone(),
-                bytes: o.bytes,
-            });
-            o.bytes = earlier.bytes_before;
-        }
-    }
 
     let mut caches = Vec::new();
     let mut verification = Verification::default();

@@ -10,7 +10,7 @@ use serde_json::{json, Value};
 use crate::cli::{CheckArgs, InspectArgs, KeygenArgs, ShowArgs, SnapshotArgs, VerifyArgs};
 use crate::consent::{self, Rules, SchemaKind};
 use crate::error::{Error, IoContext, Result};
-use crate::report::sign::{self, Envelope};
+use crate::report::sign;
 use crate::report::{render, verify as verifier};
 use crate::time::Timestamp;
 use crate::Exit;
@@ -69,6 +69,14 @@ pub fn verify(args: &VerifyArgs) -> Result<Exit> {
             for p in &f.problems {
                 text += &format!("       {p}\n");
             }
+        }
+        for id in &result.key_ids {
+            text += &format!("key    {id}\n");
+        }
+        if !result.pinned {
+            text +=
+                "note   the public key was read from where each report says it is; anyone who can \
+                     write there could swap it: pass --pubkey with the key you trust\n";
         }
         emit(&text)?;
     }
@@ -222,16 +230,10 @@ pub fn consent_inspect(args: &InspectArgs) -> Result<Exit> {
 /// Reads a report's statement without verifying it (`verify` is for that).
 fn read_statement(path: &std::path::Path) -> Result<Value> {
     let bytes = std::fs::read(path).at("cannot read report", path)?;
-    let bad = |m: &str| Error::Input {
+    crate::report::read_unverified(&bytes).map_err(|m| Error::Input {
         path: path.to_path_buf(),
-        message: m.to_string(),
-    };
-    let env: Envelope = serde_json::from_slice(&bytes).map_err(|_| bad("not a DSSE envelope"))?;
-    use base64::Engine as _;
-    let payload = base64::engine::general_purpose::STANDARD
-        .decode(env.payload.as_bytes())
-        .map_err(|_| bad("payload is not base64"))?;
-    serde_json::from_slice(&payload).map_err(|_| bad("payload is not JSON"))
+        message: m,
+    })
 }
 
 pub fn report_show(args: &ShowArgs) -> Result<Exit> {

@@ -52,6 +52,10 @@ pub enum Error {
 
     #[error("{0}")]
     Usage(String),
+
+    /// An error after the job had changed files: not the "nothing was changed" of exit 2.
+    #[error("{0} (files had already been written; see the outputs and reports)")]
+    Late(Box<Error>),
 }
 
 pub type Result<T, E = Error> = std::result::Result<T, E>;
@@ -69,6 +73,14 @@ impl Error {
         Error::JobSpec {
             path: path.to_path_buf(),
             message: message.into(),
+        }
+    }
+
+    /// Marks an error that happened after the job changed files.
+    pub fn late(self) -> Error {
+        match self {
+            Error::Late(_) => self,
+            other => Error::Late(Box::new(other)),
         }
     }
 

@@ -1,8 +1,9 @@
 //! consentry: keeps ML training data lawful.
 //!
-//! It judges a consent snapshot for a purpose at an instant (`consent`), streams JSONL
-//! datasets keeping only rows whose subject holds valid consent (`dataset`, `ops`), runs
-//! files in parallel (`exec`) and signs a chained audit report of every job (`report`).
+//! It judges a consent snapshot for a purpose at an instant (`consent`), streams JSONL and
+//! Parquet datasets keeping only rows whose subject holds valid consent or sweeping erased
+//! subjects out of datasets and embedding caches in place (`dataset`, `ops`), runs files in
+//! parallel (`exec`) and signs a chained audit report of every job (`report`).
 //! `run` is the entry point; `main.rs` only turns its result into an exit code.
 
 pub mod cli;
@@ -39,7 +40,7 @@ impl Error {
     /// those raised while writing a report, after outputs were written.
     pub fn exit(&self) -> Exit {
         match self {
-            Error::Report { .. } => Exit::Partial,
+            Error::Report { .. } | Error::Late(_) => Exit::Partial,
             _ => Exit::Invalid,
         }
     }

@@ -409,7 +409,7 @@ fn jsonl_rows_of_erased_subjects_go_and_every_other_line_stays_byte_identical() 
     assert_eq!(e["files_rewritten"], 2);
     assert_eq!(e["files_untouched"], 1);
     assert_eq!(e["files_failed"], 0);
-    assert_eq!(e["malformed_rows_kept"], 0);
+    assert_eq!(e["malformed_kept"], 0);
     assert_eq!(e["subjects_from_file"], 3);
     assert_eq!(e["rejected_ids"], json!([]));
     assert_eq!(
@@ -499,7 +499,7 @@ fn malformed_lines_are_removed_when_they_name_an_erased_subject_and_kept_otherwi
     );
     let p = &env.last_statement()["predicate"];
     assert_eq!(p["status"], "partial");
-    assert_eq!(p["erase"]["malformed_rows_kept"], 5);
+    assert_eq!(p["erase"]["malformed_kept"], 5);
     assert_eq!(p["erase"]["rows_removed"], 6);
     assert_eq!(erased_rows(p, "data/a.jsonl"), 5);
     assert_eq!(erased_rows(p, "data/b.jsonl.gz"), 1);
@@ -2218,4 +2218,103 @@ fn a_job_killed_at_any_point_and_run_again_finishes_with_one_report() {
     let p = &env.last_statement()["predicate"];
     assert_eq!(p["erase"]["files_rewritten"], 0);
     assert_eq!(p["erase"]["rows_removed"], 0);
+}
+
+// ---------------------------------------------------------------------------------------
+// Found by review
+
+#[test]
+fn a_symlink_below_the_inputs_makes_an_erasure_partial() {
+    let env = Env::new();
+    env.write("archive/old.jsonl", "{\"user_id\":\"bob\"}\n");
+    env.write("data/a.jsonl", "{\"user_id\":\"carol\"}\n");
+    symlink("../archive/old.jsonl", &env.path("data/current.jsonl"));
+    env.write("erase.txt", "bob\n");
+    erase_job(&env, &erase_section(""));
+    let out = run_erase(&env, &[]).expect(1);
+    assert!(
+        out.stdout
+            .contains("symlinks below the inputs were not followed"),
+        "{}",
+        out.stdout
+    );
+    assert_eq!(
+        env.read_string("archive/old.jsonl"),
+        "{\"user_id\":\"bob\"}\n",
+        "not followed"
+    );
+}
+
+#[test]
+fn file_per_subject_matches_a_whole_name_before_a_stem() {
+    let env = Env::new();
+    env.write("data/a.jsonl", "");
+    for name in ["john.doe", "john.npy", "jane.doe.npy", "keep.npy"] {
+        env.write(&format!("cache/{name}"), "v");
+    }
+    env.write("erase.txt", "john.doe\njane.doe\n");
+    erase_job(
+        &env,
+        &erase_section("[[erase.embeddings]]\npath = \"cache\"\nlayout = \"file-per-subject\"\n"),
+    );
+    run_erase(&env, &[]).expect(0);
+    assert!(
+        !env.path("cache/john.doe").exists(),
+        "an entry named exactly the id"
+    );
+    assert!(
+        !env.path("cache/jane.doe.npy").exists(),
+        "an id with a dot, plus extension"
+    );
+    assert!(env.path("cache/john.npy").exists() && env.path("cache/keep.npy").exists());
+}
+
+#[test]
+fn a_binary_parquet_subject_column_is_read_as_text() {
+    let env = Env::new();
+    let schema = Arc::new(Schema::new(vec![
+        Field::new("doc", DataType::Utf8, false),
+        Field::new("user_id", DataType::Binary, true),
+    ]));
+    let users: Vec<Option<&[u8]>> = vec![Some(b"bob"), Some(b"carol"), None, Some(b"\xff\xfe")];
+    let batch = RecordBatch::try_new(
+        schema.clone(),
+        vec![
+            Arc::new(StringArray::from(vec!["d0", "d1", "d2", "d3"])) as ArrayRef,
+            Arc::new(arrow::array::BinaryArray::from(users)) as ArrayRef,
+        ],
+    )
+    .unwrap();
+    let mut w = ArrowWriter::try_new(Vec::new(), schema, None).unwrap();
+    w.write(&batch).unwrap();
+    env.write("data/b.parquet", w.into_inner().unwrap());
+    env.write("erase.txt", "bob\n");
+    erase_job(&env, &erase_section(""));
+    run_erase(&env, &[]).expect(0);
+    assert_eq!(docs(&env.path("data/b.parquet")), ["d1", "d2", "d3"]);
+}
+
+#[test]
+fn verify_says_when_the_key_was_not_pinned() {
+    let env = Env::new();
+    env.write("data/a.jsonl", "{\"user_id\":\"bob\"}\n");
+    env.write("erase.txt", "bob\n");
+    erase_job(&env, &erase_section(""));
+    run_erase(&env, &[]).expect(0);
+    let report = reports(&env).pop().unwrap();
+    let out = env.run(&["verify", path_str(&report)]).expect(0);
+    assert!(out.stdout.contains("pass --pubkey"), "{}", out.stdout);
+    let pinned = env
+        .run(&[
+            "verify",
+            "--pubkey",
+            path_str(&env.path("keys/signing.pub")),
+            path_str(&report),
+        ])
+        .expect(0);
+    assert!(
+        !pinned.stdout.contains("pass --pubkey"),
+        "{}",
+        pinned.stdout
+    );
 }

@@ -14,7 +14,7 @@ use std::sync::Arc;
 
 use arrow::array::{Array, ArrayRef, AsArray, BooleanArray, StringArray};
 use arrow::buffer::NullBuffer;
-use arrow::compute::{cast, filter_record_batch};
+use arrow::compute::{cast_with_options, filter_record_batch, CastOptions};
 use arrow::datatypes::DataType;
 use parquet::arrow::arrow_reader::{
     ArrowReaderMetadata, ArrowReaderOptions, ParquetRecordBatchReaderBuilder,
@@ -122,7 +122,11 @@ impl ParquetInput {
             let (column, nulls) = descend(top.clone(), top.logical_nulls(), &self.subject[1..])?;
             let text: Option<StringArray> = match column.data_type() {
                 t if is_id_type(t) => {
-                    let utf8 = cast(&column, &DataType::Utf8)
+                    let lenient = CastOptions {
+                        safe: true,
+                        ..Default::default()
+                    };
+                    let utf8 = cast_with_options(&column, &DataType::Utf8, &lenient)
                         .map_err(|e| format!("row group {rg}: {e}"))?;
                     Some(utf8.as_string::<i32>().clone())
                 }
@@ -202,6 +206,8 @@ fn is_id_type(t: &DataType) -> bool {
         DataType::Utf8 | DataType::LargeUtf8 | DataType::Utf8View => true,
         DataType::Int8 | DataType::Int16 | DataType::Int32 | DataType::Int64 => true,
         DataType::UInt8 | DataType::UInt16 | DataType::UInt32 | DataType::UInt64 => true,
+        // Older writers store strings as plain bytes; bytes that are not UTF-8 read as null.
+        DataType::Binary | DataType::LargeBinary | DataType::BinaryView => true,
         DataType::Dictionary(_, value) => is_id_type(value),
         _ => false,
     }

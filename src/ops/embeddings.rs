@@ -36,11 +36,18 @@ pub fn names_an_entry(id: &str) -> bool {
 }
 
 /// The subject an entry name stands for under `layout`: the whole name for
-/// `dir-per-subject`, the name without its last extension for `file-per-subject`.
-fn subject_of(name: &str, layout: Layout) -> &str {
+/// `dir-per-subject`; for `file-per-subject` the whole name when it is itself an erased id
+/// (`john.doe`), else the name without its last extension (`john.doe.npy`).
+fn subject_of<'n>(name: &'n str, layout: Layout, erased: &Erased) -> Option<&'n str> {
+    if erased.contains(name) {
+        return Some(name);
+    }
     match layout {
-        Layout::FilePerSubject => name.rsplit_once('.').map_or(name, |(stem, _)| stem),
-        _ => name,
+        Layout::FilePerSubject => name
+            .rsplit_once('.')
+            .map(|(stem, _)| stem)
+            .filter(|s| erased.contains(s)),
+        _ => None,
     }
 }
 
@@ -62,10 +69,9 @@ pub fn sweep(
         let entry = entry.map_err(|e| format!("cannot list cache root: {e}"))?;
         let name = entry.file_name();
         let Some(name) = name.to_str() else { continue };
-        let subject = subject_of(name, layout);
-        if !erased.contains(subject) {
+        let Some(subject) = subject_of(name, layout, erased) else {
             continue;
-        }
+        };
         let kind = entry
             .file_type()
             .map_err(|e| format!("cannot inspect a cache entry: {e}"))?;

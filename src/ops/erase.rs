@@ -59,6 +59,8 @@ impl RowRule for EraseRule<'_> {
         let erased = match parsed {
             Line::Subject(id) => self.erased.contains(id),
             Line::Ambiguous(ids) => ids.iter().any(|id| self.erased.contains(id)),
+            // A line that cannot be parsed is removed if an erased id appears among its string
+            // or integer tokens; otherwise it is kept but counted, since it could not be ruled out.
             Line::Malformed => {
                 if scan::any_token(raw, |token| self.erased.contains(token)) {
                     true
@@ -66,7 +68,9 @@ impl RowRule for EraseRule<'_> {
                     return Decision::KeepUnchecked;
                 }
             }
-            Line::Blank | Line::Missing | Line::Invalid => false,
+            // A float, bool or container where the subject should be names no subject (§4).
+            Line::Invalid => false,
+            Line::Blank | Line::Missing => false,
         };
         if erased {
             Decision::Drop(Reason::Erased)
@@ -78,7 +82,10 @@ impl RowRule for EraseRule<'_> {
     fn cell(&self, cell: Cell<'_>) -> Decision {
         match cell {
             Cell::Id(id) if self.erased.contains(id) => Decision::Drop(Reason::Erased),
-            _ => Decision::Keep,
+            Cell::Id(_) | Cell::Missing => Decision::Keep,
+            // The whole column's type cannot hold ids (float, decimal, bool…): the subject_field
+            // is likely wrong, and no row can be ruled out.
+            Cell::Invalid => Decision::KeepUnchecked,
         }
     }
 }
@@ -165,6 +172,7 @@ impl Sweep<'_> {
 
     fn sweep(&self, file: &InputFile, format: Format) -> Result<Outcome, String> {
         let shown = (self.show)(&file.path);
+        let identity = Identity::of(&file.path)?;
         let (sha_before, bytes, counts, sink) = match format {
             Format::Jsonl(Codec::None) if !self.dry_run && single_link(&file.path) => {
                 let make = || self.sink(file);
@@ -212,6 +220,11 @@ impl Sweep<'_> {
         let removed = counts.dropped_for(Reason::Erased);
         let (sha_after, output) = match sink {
             Some(sink) if removed > 0 => {
+                if Identity::of(&file.path)? != identity {
+                    return Err(
+                        "changed while the job read it (another writer?); not rewritten".into(),
+                    );
+                }
                 let pending = Pending {
                     path: &file.path,
                     sha256_before: &sha_before,
@@ -252,4 +265,25 @@ impl Sweep<'_> {
 
 fn single_link(path: &Path) -> bool {
     std::fs::symlink_metadata(path).is_ok_and(|m| m.nlink() == 1)
+}
+
+/// What tells a file apart from a changed or replaced one between reading and renaming.
+#[derive(Debug, PartialEq, Eq)]
+struct Identity {
+    dev: u64,
+    ino: u64,
+    len: u64,
+    mtime: (i64, i64),
+}
+
+impl Identity {
+    fn of(path: &Path) -> Result<Identity, String> {
+        let m = std::fs::symlink_metadata(path).map_err(|e| format!("cannot read: {e}"))?;
+        Ok(Identity {
+            dev: m.dev(),
+            ino: m.ino(),
+            len: m.len(),
+            mtime: (m.mtime(), m.mtime_nsec()),
+        })
+    }
 }

@@ -216,7 +216,8 @@ impl<'a> Engine<'a> {
         rg: usize,
         rule: &dyn RowRule,
     ) -> Result<(Vec<bool>, RowCounts), String> {
-        let mut keep = Vec::with_capacity(input.rows(rg) as usize);
+        // The footer's row count is untrusted: a hostile one must not size an allocation.
+        let mut keep = Vec::with_capacity(input.rows(rg).min(1 << 20) as usize);
         let mut counts = RowCounts::default();
         input.subjects(rg, |cell| keep.push(counts.record(rule.cell(cell))))?;
         if keep.len() as u64 != input.rows(rg) {

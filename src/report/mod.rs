@@ -19,6 +19,18 @@ use crate::consent::{Rules, SubjectCounts};
 use crate::ops::{Outcome, RowCounts};
 use crate::time::Timestamp;
 
+/// The statement inside a report envelope, decoded but NOT verified: for choosing a key,
+/// showing a report, or finding a job id. Anything trusted must go through `verify`.
+pub fn read_unverified(envelope: &[u8]) -> Result<serde_json::Value, String> {
+    use base64::Engine as _;
+    let env: sign::Envelope =
+        serde_json::from_slice(envelope).map_err(|_| "not a DSSE envelope".to_string())?;
+    let payload = base64::engine::general_purpose::STANDARD
+        .decode(env.payload.as_bytes())
+        .map_err(|_| "payload is not base64".to_string())?;
+    serde_json::from_slice(&payload).map_err(|_| "payload is not JSON".to_string())
+}
+
 pub const STATEMENT_TYPE: &str = "https://in-toto.io/Statement/v1";
 pub const PREDICATE_TYPE: &str = "https://consentry.dev/job-report/v1";
 
@@ -140,8 +152,9 @@ pub struct EraseInfo {
     pub files_rewritten: u64,
     pub files_untouched: u64,
     pub files_failed: u64,
-    /// Malformed lines kept because they name no erased subject that could be found.
-    pub malformed_rows_kept: u64,
+    /// Rows kept although they could not be ruled out: malformed lines, or subject values
+    /// that are no id, in which no erased id was found (CONTRACT §4 `malformed_kept`).
+    pub malformed_kept: u64,
     pub caches: Vec<CacheInfo>,
     pub verification: Verification,
     /// This run finished the work of an earlier run of the same job that was interrupted.

@@ -11,7 +11,7 @@ use std::path::{Path, PathBuf};
 use serde::Serialize;
 use serde_json::Value;
 
-use super::sign::{self, Envelope, Verifier};
+use super::sign::{self, Verifier};
 use super::{chain, PREDICATE_TYPE, STATEMENT_TYPE};
 
 #[derive(Debug, Serialize)]
@@ -23,6 +23,10 @@ pub struct Finding {
 
 #[derive(Debug, Default, Serialize)]
 pub struct Verification {
+    /// The public key was given (`--pubkey`), not taken from where the reports say it is.
+    pub pinned: bool,
+    /// Ids of the keys the signatures verified against.
+    pub key_ids: BTreeSet<String>,
     pub reports: Vec<Finding>,
     pub chains: Vec<Finding>,
 }
@@ -43,11 +47,16 @@ pub fn verify(reports: &[PathBuf], opts: &Options<'_>) -> Verification {
     let fixed = opts
         .pubkey
         .map(|p| Verifier::load(p).map_err(|e| e.to_string()));
-    let mut out = Verification::default();
+    let mut out = Verification {
+        pinned: fixed.is_some(),
+        ..Verification::default()
+    };
     for path in reports {
         let mut problems = Vec::new();
         match check_one(path, fixed.as_ref(), opts.check_files, &mut problems) {
-            Ok(()) => {}
+            Ok(key_id) => {
+                out.key_ids.insert(key_id);
+            }
             Err(e) => problems.push(e),
         }
         out.reports.push(Finding {
@@ -78,8 +87,8 @@ pub fn verify(reports: &[PathBuf], opts: &Options<'_>) -> Verification {
     out
 }
 
-/// Verifies one report's signature and returns its statement.
-fn open(path: &Path, fixed: Option<&Result<Verifier, String>>) -> Result<Value, String> {
+/// Verifies one report's signature and returns its statement and the key id it verified with.
+fn open(path: &Path, fixed: Option<&Result<Verifier, String>>) -> Result<(Value, String), String> {
     let bytes = std::fs::read(path).map_err(|e| format!("cannot read: {e}"))?;
     let verifier = match fixed {
         Some(Ok(v)) => v.clone(),
@@ -98,19 +107,12 @@ fn open(path: &Path, fixed: Option<&Result<Verifier, String>>) -> Result<Value, 
     if statement["predicateType"] != PREDICATE_TYPE {
         return Err(format!("predicateType is not {PREDICATE_TYPE}"));
     }
-    Ok(statement)
+    Ok((statement, verifier.key_id().to_string()))
 }
 
 /// The public key a report names (read before verification, only to choose the key).
 fn named_public_key(envelope: &[u8]) -> Result<PathBuf, String> {
-    let env: Envelope =
-        serde_json::from_slice(envelope).map_err(|e| format!("not a DSSE envelope: {e}"))?;
-    use base64::Engine as _;
-    let payload = base64::engine::general_purpose::STANDARD
-        .decode(env.payload.as_bytes())
-        .map_err(|_| "payload is not base64".to_string())?;
-    let statement: Value =
-        serde_json::from_slice(&payload).map_err(|_| "payload is not JSON".to_string())?;
+    let statement = super::read_unverified(envelope)?;
     match statement["predicate"]["signing"]["public_key"].as_str() {
         Some(p) => Ok(PathBuf::from(p)),
         None => Err("the report names no public key; pass --pubkey".into()),
@@ -122,8 +124,8 @@ fn check_one(
     fixed: Option<&Result<Verifier, String>>,
     check_files: bool,
     problems: &mut Vec<String>,
-) -> Result<(), String> {
-    let statement = open(path, fixed)?;
+) -> Result<String, String> {
+    let (statement, key_id) = open(path, fixed)?;
     if check_files {
         let base = statement["predicate"]["job"]["base_dir"]
             .as_str()
@@ -142,7 +144,7 @@ fn check_one(
             }
         }
     }
-    Ok(())
+    Ok(key_id)
 }
 
 /// Checks that the report files of `dir` form one chain: sequences 1, 2, 3… matching their
@@ -164,7 +166,7 @@ fn check_chain(dir: &Path, fixed: Option<&Result<Verifier, String>>) -> Vec<Stri
             .unwrap_or_default();
         let expected = i as u64 + 1;
         let statement = match open(file, fixed) {
-            Ok(s) => s,
+            Ok((s, _)) => s,
             Err(e) => {
                 problems.push(format!("{name}: {e}"));
                 previous = chain::sha256_file(file).ok().map(|s| (name, s));

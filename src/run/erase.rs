@@ -167,22 +167,12 @@ fn already_signed(report_dir: &Path, job_id: &str) -> bool {
     let Ok(files) = crate::report::chain::list(report_dir) else {
         return false;
     };
-    let Some(last) = files.last() else {
-        return false;
-    };
-    let Ok(bytes) = std::fs::read(last) else {
-        return false;
-    };
-    let Ok(env) = serde_json::from_slice::<crate::report::sign::Envelope>(&bytes) else {
-        return false;
-    };
-    use base64::Engine as _;
-    let Ok(payload) = base64::engine::general_purpose::STANDARD.decode(env.payload.as_bytes())
-    else {
-        return false;
-    };
-    serde_json::from_slice::<serde_json::Value>(&payload)
-        .is_ok_and(|s| s["predicate"]["job"]["id"].as_str() == Some(job_id))
+    files.iter().rev().any(|file| {
+        std::fs::read(file)
+            .ok()
+            .and_then(|bytes| crate::report::read_unverified(&bytes).ok())
+            .is_some_and(|s| s["predicate"]["job"]["id"].as_str() == Some(job_id))
+    })
 }
 
 /// Folds into `o` the rewrite an interrupted run of this job made of `f`, when the file
@@ -366,7 +356,7 @@ pub fn run(job: &Job, args: &RunArgs, started: Timestamp, as_of: Timestamp) -> R
                 if !args.dry_run && s.entries_removed > 0 {
                     journal
                         .add_cache(&cache.path, s.entries_removed)
-                        .map_err(|e| Error::io("cannot update journal", &journal_path, e))?;
+                        .map_err(|e| Error::io("cannot update journal", &journal_path, e).late())?;
                 }
                 CacheInfo {
                     path: show(&cache.path),
@@ -411,7 +401,13 @@ pub fn run(job: &Job, args: &RunArgs, started: Timestamp, as_of: Timestamp) -> R
     let unchecked: u64 = outcomes.iter().map(|o| o.counts.unchecked).sum();
     if unchecked > 0 {
         problems.push(format!(
-            "{unchecked} malformed lines were kept: they name no erased subject that could be found, but could not be parsed"
+            "{unchecked} rows were kept unchecked (malformed lines, or subject values that are no id): no erased id was found in them, but they could not be ruled out"
+        ));
+    }
+    let symlinks: usize = targets.iter().map(|t| t.found.symlinks.len()).sum();
+    if symlinks > 0 {
+        problems.push(format!(
+            "{symlinks} symlinks below the inputs were not followed, so what they point to was not swept (listed under skipped)"
         ));
     }
     if !subjects.rejected.is_empty() {
@@ -471,7 +467,7 @@ pub fn run(job: &Job, args: &RunArgs, started: Timestamp, as_of: Timestamp) -> R
                 && !(args.dry_run && o.counts.dropped_for(Reason::Erased) > 0)
         }),
         files_failed: count(&|o| o.status == FileStatus::Failed),
-        malformed_rows_kept: unchecked,
+        malformed_kept: unchecked,
         caches,
         verification,
         resumed: journal.resumed,
@@ -501,10 +497,10 @@ pub fn run(job: &Job, args: &RunArgs, started: Timestamp, as_of: Timestamp) -> R
     }
     journal
         .mark_signing(&predicate.job.id)
-        .map_err(|e| Error::io("cannot update journal", &journal_path, e))?;
+        .map_err(|e| Error::io("cannot update journal", &journal_path, e).late())?;
     let exit = finish(job, args, predicate, &keys)?;
     journal
         .remove()
-        .map_err(|e| Error::io("cannot remove journal", &journal_path, e))?;
+        .map_err(|e| Error::io("cannot remove journal", &journal_path, e).late())?;
     Ok(exit)
 }

@@ -398,7 +398,8 @@ pub(crate) fn finish(
             })?;
             bytes.push(b'\n');
             Ok(bytes)
-        })?;
+        })
+        .map_err(Error::late)?;
         written = Some((shower(&job.base_dir)(&path), sha));
     }
     let statement = serde_json::to_value(Statement::new(&predicate)).unwrap_or(Value::Null);
@@ -420,12 +421,13 @@ pub(crate) fn finish(
             );
             map.insert("outputs".into(), statement["subject"].clone());
         }
-        crate::commands::emit(&format!("{summary}\n"))?;
+        crate::commands::emit(&format!("{summary}\n")).map_err(Error::late)?;
     } else {
         crate::commands::emit(&render::summary(
             &statement,
             written.as_ref().map(|(p, _)| p.as_str()),
-        ))?;
+        ))
+        .map_err(Error::late)?;
     }
     Ok(exit)
 }

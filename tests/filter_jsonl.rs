@@ -1313,3 +1313,126 @@ fn nothing_of_a_dropped_row_is_written_anywhere() {
         kept.as_bytes()
     );
 }
+
+/// A filter job SIGKILLed at several points and run again finishes the work: every output
+/// equals a clean run's, no temp file remains, and exactly one report is signed.
+#[test]
+fn a_filter_job_killed_part_way_finishes_when_run_again() {
+    let env = Env::new();
+    env.sqlite(
+        "consent.db",
+        &format!(
+            "{RECORDS_TABLE} INSERT INTO consent_records (id, user_id, purpose, status, created_at)
+             VALUES ('1','even','model_training','granted','2025-01-01T00:00:00Z');"
+        ),
+    );
+    let mut expected = Vec::new();
+    for f in 0..16 {
+        let mut data = String::new();
+        let mut kept = String::new();
+        for i in 0..12_000 {
+            let user = if i % 2 == 0 { "even" } else { "odd" };
+            let line = format!(
+                "{{\"user_id\":\"{user}\",\"n\":{i},\"text\":\"{}\"}}\n",
+                "x".repeat(60)
+            );
+            if i % 2 == 0 {
+                kept.push_str(&line);
+            }
+            data.push_str(&line);
+        }
+        let name = format!("part-{f:02}.jsonl");
+        if f % 4 == 0 {
+            env.write(&format!("data/{name}.gz"), gzip(data.as_bytes()));
+            expected.push((format!("out/{name}.gz"), kept));
+        } else {
+            env.write(&format!("data/{name}"), data);
+            expected.push((format!("out/{name}"), kept));
+        }
+    }
+    env.filter_job(
+        "snapshot = \"consent.db\"\npurpose = \"model_training\"",
+        "user_id",
+        "",
+    );
+    let started = std::time::Instant::now();
+    env.run(&["run", "job.toml", "--no-progress"]).expect(0);
+    let full = started.elapsed();
+    let check = |env: &Env| {
+        for (path, kept) in &expected {
+            let bytes = env.read(path);
+            let text = if path.ends_with(".gz") {
+                gunzip(&bytes)
+            } else {
+                bytes
+            };
+            assert_eq!(String::from_utf8(text).unwrap(), *kept, "{path}");
+        }
+        let leftovers: Vec<_> = walk_files(&env.path("out"))
+            .into_iter()
+            .chain(walk_files(&env.path("reports")))
+            .filter(|p| {
+                p.file_name()
+                    .unwrap()
+                    .to_string_lossy()
+                    .starts_with(".consentry-")
+                    && !p.ends_with(".consentry.lock")
+            })
+            .collect();
+        assert!(leftovers.is_empty(), "left behind: {leftovers:?}");
+    };
+    check(&env);
+    let reports = |env: &Env| {
+        walk_files(&env.path("reports"))
+            .iter()
+            .filter(|p| p.to_string_lossy().ends_with(".dsse.json"))
+            .count()
+    };
+    for fraction in [0.05, 0.25, 0.5, 0.75, 0.95] {
+        std::fs::remove_dir_all(env.path("out")).unwrap();
+        let before = reports(&env);
+        let mut child = std::process::Command::new(BIN)
+            .args(["run", "job.toml", "--no-progress"])
+            .current_dir(env.dir.path())
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .unwrap();
+        std::thread::sleep(full.mul_f64(fraction));
+        let _ = child.kill();
+        let killed = child.wait().unwrap();
+        let out = env.run(&["run", "job.toml", "--no-progress"]);
+        if killed.success() {
+            // The job finished before the kill: a re-run refuses to overwrite its outputs.
+            assert_eq!(out.code, 2, "{}", out.stderr);
+            assert_eq!(reports(&env), before + 1);
+        } else {
+            assert_eq!(
+                out.code, 0,
+                "re-run after a kill at {fraction}: {}",
+                out.stderr
+            );
+            assert!(
+                reports(&env) == before + 1 || reports(&env) == before + 2,
+                "one report for the work"
+            );
+        }
+        check(&env);
+    }
+}
+
+fn walk_files(root: &std::path::Path) -> Vec<std::path::PathBuf> {
+    let mut out = Vec::new();
+    let Ok(entries) = std::fs::read_dir(root) else {
+        return out;
+    };
+    for e in entries {
+        let p = e.unwrap().path();
+        if p.is_dir() {
+            out.extend(walk_files(&p));
+        } else {
+            out.push(p);
+        }
+    }
+    out
+}

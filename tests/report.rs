@@ -363,7 +363,8 @@ fn jobs_writing_to_one_report_dir_at_once_keep_one_chain() {
     for i in 0..8 {
         let job = env
             .read_string("job.toml")
-            .replace("dir = \"out\"", &format!("dir = \"out{i}\""));
+            .replace("dir = \"out\"", &format!("dir = \"out{i}\""))
+            .replace("name = \"t\"", &format!("name = \"t{i}\""));
         env.write(&format!("job{i}.toml"), job);
         let child = std::process::Command::new(BIN)
             .args(["run", &format!("job{i}.toml"), "--no-progress"])
@@ -394,4 +395,37 @@ fn jobs_writing_to_one_report_dir_at_once_keep_one_chain() {
         .collect();
     sequences.sort();
     assert_eq!(sequences, (1..=8).collect::<Vec<u64>>());
+}
+
+#[test]
+fn a_second_run_of_the_same_job_while_one_runs_is_refused() {
+    let (env, _) = env_with_reports(0);
+    let big: String = (0..200_000)
+        .map(|i| format!("{{\"user_id\":\"u1\",\"n\":{i}}}\n"))
+        .collect();
+    env.write("data/big.jsonl", big);
+    let mut first = std::process::Command::new(BIN)
+        .args(["run", "job.toml", "--no-progress"])
+        .current_dir(env.dir.path())
+        .stdout(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    // Wait until the first run holds its lock (it creates the report directory then).
+    let start = std::time::Instant::now();
+    while !env.path("reports").exists() && start.elapsed() < std::time::Duration::from_secs(20) {
+        std::thread::sleep(std::time::Duration::from_millis(5));
+    }
+    let second = env.run(&["run", "job.toml", "--no-progress"]);
+    let first = first.wait().unwrap();
+    assert!(first.success());
+    if second.code == 0 {
+        // The first run finished before the second started: nothing to check about overlap.
+        return;
+    }
+    assert_eq!(second.code, 2, "{}", second.stderr);
+    assert!(
+        second.stderr.contains("already running"),
+        "{}",
+        second.stderr
+    );
 }

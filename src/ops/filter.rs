@@ -52,6 +52,8 @@ pub struct Filter<'a> {
     pub dry_run: bool,
     /// Shows a path in reports: relative to the job's directory.
     pub show: &'a (dyn Fn(&Path) -> String + Sync),
+    /// Told each output path before anything is written there (the job's journal).
+    pub before_write: &'a (dyn Fn(&Path) -> Result<(), String> + Sync),
 }
 
 impl Filter<'_> {
@@ -78,6 +80,7 @@ impl Filter<'_> {
             return Ok(None);
         }
         let target = self.target(file);
+        (self.before_write)(&target)?;
         AtomicFile::create(&target, mode_of(&file.path))
             .map(Some)
             .map_err(|e| format!("cannot create output {}: {e}", (self.show)(&target)))

@@ -52,6 +52,13 @@ pub fn append(
     job_name: &str,
     build: impl FnOnce(&Chain) -> Result<Vec<u8>>,
 ) -> Result<(PathBuf, String)> {
+    locked(dir, || append_locked(dir, job_name, build))
+}
+
+/// Runs `work` holding the exclusive lock of report directory `dir` (created if missing).
+/// Everything that writes into a report directory does so under this lock, so a run may
+/// sweep the temporary files a killed run left there without touching another's.
+pub fn locked<T>(dir: &Path, work: impl FnOnce() -> Result<T>) -> Result<T> {
     std::fs::create_dir_all(dir).at("cannot create report directory", dir)?;
     let lock_path = dir.join(LOCK_FILE);
     let lock = OpenOptions::new()
@@ -61,7 +68,7 @@ pub fn append(
         .open(&lock_path)
         .at("cannot open report lock", &lock_path)?;
     lock.lock().at("cannot lock report directory", dir)?;
-    let result = append_locked(dir, job_name, build);
+    let result = work();
     let _ = File::unlock(&lock);
     result
 }

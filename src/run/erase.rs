@@ -9,7 +9,7 @@
 use std::collections::BTreeSet;
 use std::path::Path;
 
-use super::journal::{Identity, Journal, Refusal, Rewrite};
+use super::journal::{Identity, Journal, Rewrite};
 use super::{finish, shower, JobCtx, Keys, CHUNK_SIZE};
 use crate::cli::RunArgs;
 use crate::consent::{self, Snapshot, Verdict};
@@ -162,19 +162,6 @@ fn sweep_leftovers(files: &[&InputFile]) -> Result<()> {
     Ok(())
 }
 
-/// Whether the newest report of the directory is the one an interrupted run was signing.
-fn already_signed(report_dir: &Path, job_id: &str) -> bool {
-    let Ok(files) = crate::report::chain::list(report_dir) else {
-        return false;
-    };
-    files.iter().rev().any(|file| {
-        std::fs::read(file)
-            .ok()
-            .and_then(|bytes| crate::report::read_unverified(&bytes).ok())
-            .is_some_and(|s| s["predicate"]["job"]["id"].as_str() == Some(job_id))
-    })
-}
-
 /// Folds into `o` the rewrite an interrupted run of this job made of `f`, when the file
 /// still holds what that rewrite wrote: its rows count in this report.
 fn absorb_earlier(o: &mut Outcome, f: &InputFile, journal: &Journal) {
@@ -225,19 +212,9 @@ pub fn run(job: &Job, args: &RunArgs, started: Timestamp, as_of: Timestamp) -> R
         snapshot_sha256: snapshot.as_ref().map(|s| s.file.sha256.clone()),
     };
     let journal_path = Journal::path_for(&job.report.dir, &job.name);
-    let journal = Journal::open(journal_path.clone(), identity, args.discard_journal).map_err(|r| {
-        let why = match r {
-            Refusal::Different(what) => format!(
-                "an interrupted run of job {} used a different {what}; run it again with the same inputs to \
-                 finish it, or pass --discard-journal to start over",
-                job.name
-            ),
-            Refusal::Unreadable(e) => format!("unreadable journal ({e}); pass --discard-journal to start over"),
-        };
-        Error::Usage(format!("{}: {why}", journal_path.display()))
-    })?;
+    let journal = super::open_journal(job, &journal_path, identity, args.discard_journal)?;
     if let Some(id) = journal.signing() {
-        if !args.dry_run && already_signed(&job.report.dir, &id) {
+        if !args.dry_run && super::already_signed(&job.report.dir, &id) {
             journal
                 .remove()
                 .map_err(|e| Error::io("cannot remove journal", &journal_path, e))?;

@@ -7,7 +7,7 @@
 //! run killed between the two tells which happened by hashing the file. The journal holds
 //! paths, digests and counts, never a subject id.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
@@ -44,6 +44,9 @@ struct State {
     caches: BTreeMap<String, u64>,
     /// Set just before signing: the id the report carries.
     signing: Option<String>,
+    /// Filter jobs: every output this job started to write, recorded before its temp file.
+    #[serde(default)]
+    outputs: BTreeSet<String>,
 }
 
 pub struct Journal {
@@ -72,6 +75,7 @@ impl Journal {
             files: BTreeMap::new(),
             caches: BTreeMap::new(),
             signing: None,
+            outputs: BTreeSet::new(),
         };
         let bytes = match std::fs::read(&path) {
             Ok(b) => b,
@@ -114,13 +118,21 @@ impl Journal {
         self.state.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    /// Writes the journal durably.
+    /// Writes the journal durably, under the report directory's lock.
     pub fn save(&self) -> std::io::Result<()> {
         let state = self.lock();
         let bytes = serde_json::to_vec_pretty(&*state).map_err(std::io::Error::other)?;
-        let mut f = AtomicFile::create(&self.path, 0o600)?;
-        f.write_all(&bytes)?;
-        f.commit(Replace::Always).map(|_| ())
+        let dir = self.path.parent().unwrap_or(Path::new("."));
+        crate::report::chain::locked(dir, || {
+            let mut f = AtomicFile::create(&self.path, 0o600)
+                .map_err(|e| crate::Error::io("cannot write journal", &self.path, e))?;
+            f.write_all(&bytes)
+                .map_err(|e| crate::Error::io("cannot write journal", &self.path, e))?;
+            f.commit(Replace::Always)
+                .map_err(|e| crate::Error::io("cannot write journal", &self.path, e))?;
+            Ok(())
+        })
+        .map_err(|e| std::io::Error::other(e.to_string()))
     }
 
     /// Records a rewrite about to be renamed into place (`done = false`) or renamed (`true`).
@@ -158,6 +170,21 @@ impl Journal {
             .get(&root.display().to_string())
             .copied()
             .unwrap_or(0)
+    }
+
+    /// Records an output about to be written, so a re-run of a killed filter job can tell
+    /// the files this job made from anything that was there before.
+    pub fn add_output(&self, target: &Path) -> std::io::Result<()> {
+        let new = self.lock().outputs.insert(target.display().to_string());
+        if new {
+            self.save()?;
+        }
+        Ok(())
+    }
+
+    /// The outputs an interrupted run of this job started to write.
+    pub fn outputs(&self) -> Vec<PathBuf> {
+        self.lock().outputs.iter().map(PathBuf::from).collect()
     }
 
     pub fn mark_signing(&self, job_id: &str) -> std::io::Result<()> {

@@ -30,6 +30,8 @@ use crate::Exit;
 mod erase;
 mod journal;
 
+use journal::Journal;
+
 pub(crate) const CHUNK_SIZE: usize = 4 << 20;
 
 /// The keys a job signs and pseudonymises with.
@@ -108,6 +110,10 @@ pub fn run(args: &RunArgs) -> Result<Exit> {
     let started = Timestamp::now();
     let job = Job::load(&args.job)?;
     let as_of = job.as_of.unwrap_or(started);
+    let _running = match args.dry_run {
+        true => None,
+        false => Some(RunLock::take(&job)?),
+    };
     match job.kind {
         Kind::Filter => filter(&job, args, started, as_of),
         Kind::Erase => erase::run(&job, args, started, as_of),
@@ -136,7 +142,45 @@ fn filter(job: &Job, args: &RunArgs, started: Timestamp, as_of: Timestamp) -> Re
         &consent.rules,
     )?;
     let found = dataset::discover(&job.input)?;
+    let identity = journal::Identity {
+        job: job.name.clone(),
+        spec_sha256: job.spec_sha256.clone(),
+        subjects: String::new(),
+        snapshot_sha256: Some(snapshot.file.sha256.clone()),
+    };
+    let journal_path = Journal::path_for(&job.report.dir, &job.name);
+    let journal = match args.dry_run {
+        true => None,
+        false => Some(open_journal(
+            job,
+            &journal_path,
+            identity,
+            args.discard_journal,
+        )?),
+    };
+    if let Some(j) = journal.as_ref().filter(|j| j.resumed) {
+        if j.signing()
+            .is_some_and(|id| already_signed(&job.report.dir, &id))
+        {
+            if let Some(j) = journal {
+                j.remove()
+                    .map_err(|e| Error::io("cannot remove journal", &journal_path, e))?;
+            }
+            crate::commands::emit(&format!(
+                "consentry filter job {}: an interrupted run had already written its outputs and signed its report; nothing left to do\n",
+                job.name
+            ))?;
+            return Ok(Exit::Ok);
+        }
+        undo_interrupted_outputs(j)?;
+    }
     check_outputs(job, out_root, &found)?;
+    let before_write = |target: &Path| match &journal {
+        Some(j) => j
+            .add_output(target)
+            .map_err(|e| format!("cannot update the journal: {e}")),
+        None => Ok(()),
+    };
 
     let mode = if args.json && !args.no_progress {
         ProgressMode::detect(false)
@@ -162,6 +206,7 @@ fn filter(job: &Job, args: &RunArgs, started: Timestamp, as_of: Timestamp) -> Re
             out_root,
             dry_run: args.dry_run,
             show: &show,
+            before_write: &before_write,
         };
         let outcomes = exec::par_map(&found.files, |f| {
             let o = op.run(f);
@@ -181,7 +226,96 @@ fn filter(job: &Job, args: &RunArgs, started: Timestamp, as_of: Timestamp) -> Re
         show: &show,
     };
     let predicate = ctx.predicate(Some(&snapshot), &found, outcomes, Vec::new(), None);
-    finish(job, args, predicate, &keys)
+    if let Some(j) = &journal {
+        j.mark_signing(&predicate.job.id)
+            .map_err(|e| Error::io("cannot update journal", &journal_path, e).late())?;
+    }
+    let exit = finish(job, args, predicate, &keys)?;
+    if let Some(j) = journal {
+        j.remove()
+            .map_err(|e| Error::io("cannot remove journal", &journal_path, e).late())?;
+    }
+    Ok(exit)
+}
+
+/// Whether a report of the directory carries `job_id`: an interrupted run that had marked its
+/// journal as signing did sign (the kill came before the journal was removed).
+pub(crate) fn already_signed(report_dir: &Path, job_id: &str) -> bool {
+    let Ok(files) = crate::report::chain::list(report_dir) else {
+        return false;
+    };
+    files.iter().rev().any(|file| {
+        std::fs::read(file)
+            .ok()
+            .and_then(|bytes| crate::report::read_unverified(&bytes).ok())
+            .is_some_and(|s| s["predicate"]["job"]["id"].as_str() == Some(job_id))
+    })
+}
+
+/// Held for a whole run, so two runs of one job never share its journal or outputs. It is
+/// a lock on the job spec file itself, so taking it creates nothing.
+struct RunLock {
+    _file: std::fs::File,
+}
+
+impl RunLock {
+    fn take(job: &Job) -> Result<RunLock> {
+        let path = &job.spec_path;
+        let file =
+            std::fs::File::open(path).map_err(|e| Error::io("cannot open job spec", path, e))?;
+        match file.try_lock() {
+            Ok(()) => Ok(RunLock { _file: file }),
+            Err(std::fs::TryLockError::WouldBlock) => Err(Error::Usage(format!(
+                "job {} is already running (another process holds {}); nothing was changed",
+                job.name,
+                path.display()
+            ))),
+            Err(std::fs::TryLockError::Error(e)) => Err(Error::io("cannot lock job spec", path, e)),
+        }
+    }
+}
+
+/// Opens the journal of a job (refusing one an interrupted run made with other inputs).
+pub(crate) fn open_journal(
+    job: &Job,
+    path: &Path,
+    identity: journal::Identity,
+    discard: bool,
+) -> Result<Journal> {
+    Journal::open(path.to_path_buf(), identity, discard).map_err(|r| {
+        let why = match r {
+            journal::Refusal::Different(what) => format!(
+                "an interrupted run of job {} used a different {what}; run it again with the same inputs to \
+                 finish it, or pass --discard-journal to start over",
+                job.name
+            ),
+            journal::Refusal::Unreadable(e) => format!("unreadable journal ({e}); pass --discard-journal to start over"),
+        };
+        Error::Usage(format!("{}: {why}", path.display()))
+    })
+}
+
+/// A filter job killed part-way left outputs (and perhaps temp files) that this job made: the
+/// re-run removes them and writes every output afresh, so nothing half-done is kept and
+/// nothing that was there before the job is touched (the journal names only its own files).
+fn undo_interrupted_outputs(journal: &Journal) -> Result<()> {
+    for target in journal.outputs() {
+        match std::fs::remove_file(&target) {
+            Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
+                return Err(Error::io(
+                    "cannot remove an interrupted run's output",
+                    &target,
+                    e,
+                ))
+            }
+            _ => {}
+        }
+        if let Some(dir) = target.parent() {
+            dataset::write::sweep_temp_files(dir)
+                .map_err(|e| Error::io("cannot clean up", dir, e))?;
+        }
+    }
+    Ok(())
 }
 
 /// Refuses to start when an output would overwrite anything or land inside an input.

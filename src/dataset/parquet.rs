@@ -46,27 +46,33 @@ pub struct ParquetInput {
     /// Parquet reader seeks, so readers on several threads must not share a descriptor.
     path: PathBuf,
     meta: ArrowReaderMetadata,
-    /// Leaf column index of the subject, `None` when the file has no such column.
-    subject_leaf: Option<usize>,
+    /// Leaf column index of the subject.
+    subject_leaf: usize,
     subject: Vec<String>,
 }
 
 impl ParquetInput {
-    /// Opens a file and reads its footer. A file that is not Parquet, is truncated or has
-    /// a corrupt footer is an error here, before anything is written.
+    /// Opens a file and reads its footer. A file that is not Parquet, is truncated, has a
+    /// corrupt footer or has no subject column is an error here, before anything is written.
     pub fn open(path: &Path, subject: &SubjectPath) -> Result<ParquetInput, String> {
         let file = File::open(path).map_err(|e| format!("cannot read: {e}"))?;
         let options = ArrowReaderOptions::new().with_page_index_policy(PageIndexPolicy::Optional);
         let meta = ArrowReaderMetadata::load(&file, options)
             .map_err(|e| format!("not a readable Parquet file: {e}"))?;
         let segments: Vec<String> = subject.segments().to_vec();
-        let subject_leaf = meta
+        let Some(subject_leaf) = meta
             .metadata()
             .file_metadata()
             .schema_descr()
             .columns()
             .iter()
-            .position(|c| c.path().parts() == segments.as_slice());
+            .position(|c| c.path().parts() == segments.as_slice())
+        else {
+            return Err(format!(
+                "no column {} (the job's subject_field); the file was not processed",
+                segments.join(".")
+            ));
+        };
         Ok(ParquetInput {
             path: path.to_path_buf(),
             meta,
@@ -87,10 +93,6 @@ impl ParquetInput {
         self.metadata().row_group(rg).num_rows().max(0) as u64
     }
 
-    pub fn has_subject(&self) -> bool {
-        self.subject_leaf.is_some()
-    }
-
     fn open_file(&self) -> Result<File, String> {
         File::open(&self.path).map_err(|e| format!("cannot read: {e}"))
     }
@@ -105,9 +107,7 @@ impl ParquetInput {
     /// Decodes the subject column of row group `rg` and calls `each` with every row's cell,
     /// in row order.
     pub fn subjects(&self, rg: usize, mut each: impl FnMut(Cell<'_>)) -> Result<(), String> {
-        let Some(leaf) = self.subject_leaf else {
-            return Err(format!("no column {}", self.subject.join(".")));
-        };
+        let leaf = self.subject_leaf;
         let builder = self.builder()?;
         let mask = ProjectionMask::leaves(builder.parquet_schema(), [leaf]);
         let reader = builder

@@ -1,5 +1,5 @@
 //! Subject lookup in JSONL lines without building a JSON tree: this module owns the per-line
-//! decision of the consent filter. [`classify`] takes one JSONL line and a dotted
+//! view that filter and erase decide on. [`classify`] takes one JSONL line and a dotted
 //! [`SubjectPath`], checks the whole line against the RFC 8259 grammar and UTF-8 in a single
 //! left-to-right pass, and reports which data subject the line belongs to ([`Line`]), decoding
 //! only the keys and values on the path. It is the product's hot path: string bodies are

@@ -117,15 +117,7 @@ pub struct Sweep<'a> {
 impl Sweep<'_> {
     /// Erases from one file. The outcome's `output` is set only when the file was rewritten.
     pub fn run(&self, file: &InputFile) -> Outcome {
-        let format = file.format.map_or("unknown", Format::name);
-        let result = match file.format {
-            Some(format) => exec::guard(|| self.sweep(file, format)),
-            None => Err(
-                "not a dataset format consentry reads (.jsonl, .jsonl.gz, .jsonl.zst, .parquet)"
-                    .into(),
-            ),
-        };
-        result.unwrap_or_else(|e| Outcome::failed((self.show)(&file.path), format, file.bytes, e))
+        super::per_file(file, self.show, |format| self.sweep(file, format))
     }
 
     /// Counts the rows of erased subjects still in a file (the verification pass).
@@ -147,14 +139,7 @@ impl Sweep<'_> {
     }
 
     fn parquet_input(&self, file: &InputFile) -> Result<ParquetInput, String> {
-        let input = ParquetInput::open(&file.path, self.engine.subject)?;
-        if !input.has_subject() {
-            return Err(format!(
-                "no column {} (the subject_field); the file could not be checked",
-                self.engine.subject.segments().join(".")
-            ));
-        }
-        Ok(input)
+        ParquetInput::open(&file.path, self.engine.subject)
     }
 
     fn sink(&self, file: &InputFile) -> Result<AtomicFile, String> {

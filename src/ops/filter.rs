@@ -10,7 +10,6 @@ use crate::dataset::parquet::{Cell, ParquetInput};
 use crate::dataset::scan::Line;
 use crate::dataset::write::{mode_of, AtomicFile, Replace, Written};
 use crate::dataset::{Format, InputFile};
-use crate::exec;
 
 /// Keeps a row only when its single subject holds valid consent.
 pub struct ConsentRule<'a> {
@@ -64,15 +63,7 @@ impl Filter<'_> {
     /// Filters one file. Never panics on its bytes and never leaves a partial output: on any
     /// error the temporary file is removed and the outcome says what failed.
     pub fn run(&self, file: &InputFile) -> Outcome {
-        let format = file.format.map_or("unknown", Format::name);
-        let result = match file.format {
-            Some(format) => exec::guard(|| self.filter(file, format)),
-            None => Err(
-                "not a dataset format consentry reads (.jsonl, .jsonl.gz, .jsonl.zst, .parquet)"
-                    .into(),
-            ),
-        };
-        result.unwrap_or_else(|e| Outcome::failed((self.show)(&file.path), format, file.bytes, e))
+        super::per_file(file, self.show, |format| self.filter(file, format))
     }
 
     fn sink(&self, file: &InputFile) -> Result<Option<AtomicFile>, String> {
@@ -118,12 +109,6 @@ impl Filter<'_> {
             }
             Format::Parquet => {
                 let input = ParquetInput::open(&file.path, self.engine.subject)?;
-                if !input.has_subject() {
-                    return Err(format!(
-                        "no column {} (the job's subject_field); the file was not copied",
-                        self.engine.subject.segments().join(".")
-                    ));
-                }
                 let decided = self.engine.parquet_decide(&file.path, &input, &self.rule)?;
                 let sink = match self.sink(file)? {
                     Some(s) => Some(self.engine.parquet_write(&input, &decided, s)?),

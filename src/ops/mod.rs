@@ -1,7 +1,8 @@
 //! Operations on one dataset file, and the per-file outcome they report.
 //!
-//! Each operation is a sequential function of one file; `exec` runs them in parallel and
-//! merges the outcomes. Every row an operation does not keep is counted under a reason.
+//! Each operation takes one file at a time (`exec` runs files in parallel, and `rows` the
+//! chunks or row groups inside a file) and returns its outcome; the job merges the outcomes.
+//! Every row an operation does not keep is counted under a reason.
 
 pub mod embeddings;
 pub mod erase;
@@ -179,6 +180,23 @@ pub struct Outcome {
     pub error: Option<String>,
     #[serde(skip)]
     pub counts: RowCounts,
+}
+
+/// Runs `op` on a dataset file, turning an unknown format, an error or a reader panic into a
+/// failed outcome: one file failing never stops the others.
+pub fn per_file(
+    file: &crate::dataset::InputFile,
+    show: &(dyn Fn(&std::path::Path) -> String + Sync),
+    op: impl FnOnce(crate::dataset::Format) -> Result<Outcome, String>,
+) -> Outcome {
+    let format = file.format.map_or("unknown", crate::dataset::Format::name);
+    let result = match file.format {
+        Some(f) => crate::exec::guard(|| op(f)),
+        None => Err(
+            "not a dataset format consentry reads (.jsonl, .jsonl.gz, .jsonl.zst, .parquet)".into(),
+        ),
+    };
+    result.unwrap_or_else(|e| Outcome::failed(show(&file.path), format, file.bytes, e))
 }
 
 impl Outcome {

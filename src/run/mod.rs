@@ -182,11 +182,7 @@ fn filter(job: &Job, args: &RunArgs, started: Timestamp, as_of: Timestamp) -> Re
         None => Ok(()),
     };
 
-    let mode = if args.json && !args.no_progress {
-        ProgressMode::detect(false)
-    } else {
-        ProgressMode::detect(args.no_progress)
-    };
+    let mode = ProgressMode::detect(args.no_progress);
     let total_bytes = found.files.iter().map(|f| f.bytes).sum();
     let outcomes = exec::with_pool(args.threads, || {
         let progress = Progress::start(mode, "filtered", found.files.len() as u64, total_bytes);

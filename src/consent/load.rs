@@ -7,7 +7,7 @@
 //! and are quoted; nothing from a job spec or the command line is spliced into SQL.
 
 use std::borrow::Cow;
-use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
 
 use rusqlite::config::DbConfig;
@@ -274,35 +274,39 @@ fn judge_all(
     let plan = db.plan(schema)?;
     let warnings = unchecked_rules(&plan, rules);
     db.conn.execute_batch("BEGIN").map_err(|e| db.sqlite(e))?;
-    let derivers = derivers_of(&db, &plan, purpose)?;
+    let (derivers, deriving) = derivers_with_subjects(&db, &plan, purpose)?;
     let mut subjects: SubjectTable<State> = SubjectTable::default();
-    // (subject, deriving purpose) → state, and whether that purpose derives ours for them.
-    let mut derived: HashMap<(String, u16), (State, bool)> = HashMap::new();
+    // Per deriving purpose: subject → state, and whether that purpose derives ours for them.
+    let mut derived: Vec<SubjectTable<(State, bool)>> =
+        derivers.iter().map(|_| SubjectTable::default()).collect();
     let mut records = 0u64;
     scan(&db, &plan, purpose, &derivers, None, as_of, rules, |row| {
         records += 1;
         let verdict = row.verdict;
-        if row.deriver.is_none() {
-            let state = subjects
-                .entry(&row.user, || State::EMPTY)
-                .map_err(|e| db.err(e))?;
-            state.add(row.at, verdict);
-        } else if let Some(q) = row.deriver {
-            let slot = derived
-                .entry((row.user.into_owned(), q))
-                .or_insert((State::EMPTY, false));
-            slot.0.add(row.at, verdict);
-            slot.1 |= row.derives;
+        let state = match row.deriver {
+            None => subjects.entry(&row.user, || State::EMPTY),
+            // Only subjects with a record of this purpose that lists ours can be affected.
+            Some(q) if deriving[q as usize].get(&row.user).is_none() => return Ok(()),
+            Some(q) => derived[q as usize]
+                .entry(&row.user, || (State::EMPTY, false))
+                .map(|slot| {
+                    slot.1 |= row.derives;
+                    &mut slot.0
+                }),
         }
+        .map_err(|e| db.err(e))?;
+        state.add(row.at, verdict);
         Ok(())
     })?;
     db.conn.execute_batch("COMMIT").map_err(|e| db.sqlite(e))?;
-    for ((user, _), (state, derives)) in derived {
-        if derives {
-            subjects
-                .entry(&user, || State::EMPTY)
-                .map_err(|e| db.err(e))?
-                .merge(state);
+    for table in derived {
+        for (user, (state, derives)) in table.iter() {
+            if *derives {
+                subjects
+                    .entry(user, || State::EMPTY)
+                    .map_err(|e| db.err(e))?
+                    .merge(*state);
+            }
         }
     }
     let fold = plan.fold;
@@ -367,6 +371,68 @@ fn derivers_of(db: &Db<'_>, plan: &Plan, purpose: &str) -> Result<Vec<String>> {
     Ok(found.into_iter().collect())
 }
 
+/// The purposes that derive `purpose` (like `derivers_of`) and, in the same scan, per deriving purpose the subjects that have
+/// a record of it listing `purpose` (at any time: a superset of those for which it derives
+/// at `as_of`, which `scan` still decides). Records of a deriving purpose for any other
+/// subject cannot change a verdict, so `judge_all` keeps no state for them.
+fn derivers_with_subjects(
+    db: &Db<'_>,
+    plan: &Plan,
+    purpose: &str,
+) -> Result<(Vec<String>, Vec<SubjectTable<()>>)> {
+    let (Some(p), Some(d), Some(u)) = (
+        plan.cols.get("purpose"),
+        plan.cols.get("derived_purposes"),
+        plan.cols.get("user_id"),
+    ) else {
+        return Ok((Vec::new(), Vec::new()));
+    };
+    let sql = format!(
+        "SELECT {p}, {d}, {u} FROM {t} WHERE {d} IS NOT NULL AND {p} IS NOT ?1",
+        t = plan.table
+    );
+    let mut stmt = db.conn.prepare(&sql).map_err(|e| db.sqlite(e))?;
+    let mut rows = stmt.query([purpose]).map_err(|e| db.sqlite(e))?;
+    let mut lists: std::collections::HashMap<Vec<u8>, bool> = Default::default();
+    let mut found: BTreeMap<String, SubjectTable<()>> = BTreeMap::new();
+    while let Some(row) = rows.next().map_err(|e| db.sqlite(e))? {
+        let (Ok(ValueRef::Text(q)), Ok(list)) = (row.get_ref(0), row.get_ref(1)) else {
+            continue;
+        };
+        let key = match list {
+            ValueRef::Text(t) | ValueRef::Blob(t) => t,
+            _ => &[][..],
+        };
+        let lists_purpose = match lists.get(key) {
+            Some(b) => *b,
+            None => {
+                let b = json_list(list)
+                    .map_err(|e| db.err(format!("table {}: derived_purposes {e}", plan.table)))?
+                    .iter()
+                    .any(|x| x == purpose);
+                lists.insert(key.to_vec(), b);
+                b
+            }
+        };
+        if !lists_purpose {
+            continue;
+        }
+        let user: Cow<'_, str> = match row.get_ref(2).map_err(|e| db.sqlite(e))? {
+            ValueRef::Text(t) => match std::str::from_utf8(t) {
+                Ok(s) => Cow::Borrowed(s),
+                Err(_) => continue,
+            },
+            ValueRef::Integer(n) => Cow::Owned(n.to_string()),
+            _ => continue,
+        };
+        let set = found
+            .entry(String::from_utf8_lossy(q).into_owned())
+            .or_default();
+        set.entry(&user, || ()).map_err(|e| db.err(e))?;
+    }
+    Ok(found.into_iter().unzip())
+}
+
 /// A JSON array of strings as a list column holds it; NULL and empty text are the empty list.
 fn json_list(v: ValueRef<'_>) -> Result<Vec<String>, String> {
     match v {
@@ -413,6 +479,10 @@ fn scan(
     let select: Vec<String> = names
         .iter()
         .map(|c| match (*c, plan.cols.get(c)) {
+            // A column judging never reads is not decoded.
+            ("data_categories", Some(_)) if rules.required_categories.is_empty() => {
+                "NULL".to_string()
+            }
             (_, Some(q)) => q.clone(),
             ("id", None) => "rowid".to_string(),
             (_, None) => "NULL".to_string(),
@@ -461,6 +531,9 @@ fn scan(
         ))
     };
     let need_categories = !rules.required_categories.is_empty();
+    let has_notice = plan.cols.contains_key("notice_version");
+    let has_categories = plan.cols.contains_key("data_categories");
+    let has_basis = plan.cols.contains_key("legal_basis");
     while let Some(row) = rows.next().map_err(|e| db.sqlite(e))? {
         let cell = |i: usize| row.get_ref(i).map_err(|e| db.sqlite(e));
         let user = match cell(1)? {
@@ -528,8 +601,7 @@ fn scan(
                                 .into(),
                         )
                     })?;
-                let present = |c: &str| plan.cols.contains_key(c);
-                let notice_version = if present("notice_version") {
+                let notice_version = if has_notice {
                     Some(match cell(7)? {
                         ValueRef::Null => None,
                         ValueRef::Integer(n) => Some(n),
@@ -550,7 +622,7 @@ fn scan(
                 } else {
                     None
                 };
-                let categories = if present("data_categories") && need_categories {
+                let categories = if has_categories && need_categories {
                     Some(match cell(8)? {
                         ValueRef::Null => None,
                         v => Some(
@@ -561,7 +633,7 @@ fn scan(
                 } else {
                     None
                 };
-                let legal_basis = if present("legal_basis") {
+                let legal_basis = if has_basis {
                     Some(match cell(9)? {
                         ValueRef::Null => None,
                         ValueRef::Text(t) => std::str::from_utf8(t).ok(),

@@ -117,7 +117,26 @@ fn parse_fast(b: &[u8]) -> Option<Timestamp> {
     if hour > 23 || minute > 59 || second > 59 {
         return None;
     }
-    let date = NaiveDate::from_ymd_opt(i32::try_from(year).ok()?, month, day)?;
+    // Civil date to days since 1970 without chrono (Hinnant's days_from_civil): this runs
+    // for every timestamp of a snapshot; the test below checks it against chrono.
+    let leap = year % 4 == 0 && (year % 100 != 0 || year % 400 == 0);
+    let month_days = [
+        31,
+        if leap { 29 } else { 28 },
+        31,
+        30,
+        31,
+        30,
+        31,
+        31,
+        30,
+        31,
+        30,
+        31,
+    ];
+    if !(1..=12).contains(&month) || day == 0 || day > month_days[month as usize - 1] {
+        return None;
+    }
     let mut i = 19;
     let mut micros = 0i64;
     if b.get(i) == Some(&b'.') {
@@ -158,9 +177,16 @@ fn parse_fast(b: &[u8]) -> Option<Timestamp> {
         }
         _ => return None,
     };
-    let days = date
-        .signed_duration_since(NaiveDate::from_ymd_opt(1970, 1, 1)?)
-        .num_days();
+    let (y, m, d) = (
+        i64::from(year) - i64::from(month <= 2),
+        i64::from(month),
+        i64::from(day),
+    );
+    let era = y.div_euclid(400);
+    let yoe = y - era * 400;
+    let doy = (153 * (if m > 2 { m - 3 } else { m + 9 }) + 2) / 5 + d - 1;
+    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
+    let days = era * 146_097 + doe - 719_468;
     let secs = days * 86_400 + i64::from(hour * 3600 + minute * 60 + second) - offset_secs;
     Some(Timestamp(secs * 1_000_000 + micros))
 }
@@ -221,5 +247,32 @@ mod tests {
         let t = Timestamp::parse("2026-11-01T12:34:56.5Z").unwrap();
         assert_eq!(t.to_rfc3339(), "2026-11-01T12:34:56.500Z");
         assert_eq!(Timestamp::parse(&t.to_rfc3339()).unwrap(), t);
+    }
+}
+
+#[cfg(test)]
+mod date_math_tests {
+    use super::*;
+
+    #[test]
+    fn fast_date_math_agrees_with_chrono() {
+        let mut n = 0;
+        for y in [
+            0u32, 1, 99, 100, 400, 1600, 1899, 1900, 1969, 1970, 1999, 2000, 2023, 2024, 2100,
+            2400, 9999,
+        ] {
+            for m in 0..=13u32 {
+                for d in 0..=32u32 {
+                    let s = format!("{y:04}-{m:02}-{d:02}T12:34:56Z");
+                    let fast = parse_fast(s.as_bytes());
+                    let slow = NaiveDate::from_ymd_opt(y as i32, m, d)
+                        .and_then(|d| d.and_hms_opt(12, 34, 56))
+                        .map(|t| Timestamp(t.and_utc().timestamp_micros()));
+                    assert_eq!(fast, slow, "{s}");
+                    n += 1;
+                }
+            }
+        }
+        assert!(n > 1000);
     }
 }

@@ -10,7 +10,7 @@ use std::collections::BTreeSet;
 use std::path::Path;
 
 use super::journal::{Identity, Journal, Rewrite};
-use super::{finish, shower, JobCtx, Keys, CHUNK_SIZE};
+use super::{shower, JobCtx, Keys, CHUNK_SIZE};
 use crate::cli::RunArgs;
 use crate::consent::{self, Snapshot, Verdict};
 use crate::dataset::scan::SubjectPath;
@@ -469,15 +469,6 @@ pub fn run(job: &Job, args: &RunArgs, started: Timestamp, as_of: Timestamp) -> R
         show: &show,
     };
     let predicate = ctx.predicate(snapshot.as_ref(), &found, outcomes, problems, Some(info));
-    if args.dry_run {
-        return finish(job, args, predicate, &keys);
-    }
-    journal
-        .mark_signing(&predicate.job.id)
-        .map_err(|e| Error::io("cannot update journal", &journal_path, e).late())?;
-    let exit = finish(job, args, predicate, &keys)?;
-    journal
-        .remove()
-        .map_err(|e| Error::io("cannot remove journal", &journal_path, e).late())?;
-    Ok(exit)
+    let journal = (!args.dry_run).then_some(journal);
+    super::sign_and_close(job, args, predicate, &keys, journal)
 }

@@ -63,6 +63,10 @@ pub enum Refusal {
 }
 
 impl Journal {
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
     pub fn path_for(report_dir: &Path, job: &str) -> PathBuf {
         report_dir.join(format!(".consentry-journal-{job}.json"))
     }

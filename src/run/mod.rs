@@ -222,14 +222,28 @@ fn filter(job: &Job, args: &RunArgs, started: Timestamp, as_of: Timestamp) -> Re
         show: &show,
     };
     let predicate = ctx.predicate(Some(&snapshot), &found, outcomes, Vec::new(), None);
+    sign_and_close(job, args, predicate, &keys, journal)
+}
+
+/// Marks the journal as signing (so a re-run after a kill can tell the report was signed),
+/// signs and prints the report, then removes the journal: the last steps of every job.
+pub(crate) fn sign_and_close(
+    job: &Job,
+    args: &RunArgs,
+    predicate: Predicate,
+    keys: &Keys,
+    journal: Option<Journal>,
+) -> Result<Exit> {
+    let journal_err = |what, j: &Journal, e| Error::io(what, j.path(), e).late();
     if let Some(j) = &journal {
         j.mark_signing(&predicate.job.id)
-            .map_err(|e| Error::io("cannot update journal", &journal_path, e).late())?;
+            .map_err(|e| journal_err("cannot update journal", j, e))?;
     }
-    let exit = finish(job, args, predicate, &keys)?;
+    let exit = finish(job, args, predicate, keys)?;
     if let Some(j) = journal {
+        let path = j.path().to_path_buf();
         j.remove()
-            .map_err(|e| Error::io("cannot remove journal", &journal_path, e).late())?;
+            .map_err(|e| Error::io("cannot remove journal", &path, e).late())?;
     }
     Ok(exit)
 }

@@ -12,10 +12,8 @@ use std::process::{Command, Stdio};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use arrow::array::{ArrayRef, AsArray, RecordBatch, StringArray};
-use arrow::compute::concat_batches;
+use arrow::array::{ArrayRef, RecordBatch, StringArray};
 use arrow::datatypes::{DataType, Field, Schema};
-use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
 use parquet::arrow::ArrowWriter;
 use parquet::file::properties::WriterProperties;
 use parquet::file::reader::{FileReader, SerializedFileReader};
@@ -275,34 +273,6 @@ fn groups_of_two() -> Vec<u8> {
         ],
         2,
     )
-}
-
-fn fixture(name: &str) -> Vec<u8> {
-    std::fs::read(repo().join("fixtures/parquet").join(name)).unwrap()
-}
-
-fn read_all(path: &Path) -> RecordBatch {
-    let builder = ParquetRecordBatchReaderBuilder::try_new(File::open(path).unwrap()).unwrap();
-    let schema = builder.schema().clone();
-    let batches: Vec<RecordBatch> = builder.build().unwrap().map(Result::unwrap).collect();
-    concat_batches(&schema, &batches).unwrap()
-}
-
-/// A column of a Parquet file as text, in row order.
-fn column(path: &Path, name: &str) -> Vec<Option<String>> {
-    let batch = read_all(path);
-    let col = arrow::compute::cast(batch.column_by_name(name).unwrap(), &DataType::Utf8).unwrap();
-    col.as_string::<i32>()
-        .iter()
-        .map(|v| v.map(String::from))
-        .collect()
-}
-
-fn docs(path: &Path) -> Vec<String> {
-    column(path, "doc")
-        .into_iter()
-        .map(Option::unwrap)
-        .collect()
 }
 
 fn metadata(path: &Path) -> parquet::file::metadata::ParquetMetaData {
@@ -790,7 +760,10 @@ fn embedding_caches_in_three_layouts_lose_exactly_the_erased_subjects() {
     assert_eq!(env.read_string("cache/dirs/bob/vec.npy"), "bob");
     assert_eq!(env.read("cache/table/vectors.jsonl"), table_expected);
     assert_eq!(
-        column(&env.path("cache/table/part/vectors.parquet"), "subject"),
+        text_column(
+            &read_all(&env.path("cache/table/part/vectors.parquet")),
+            "subject"
+        ),
         [Some("bob".to_string()), Some("carol".to_string())]
     );
     assert_eq!(stamp(&env.path("cache/table/other.jsonl")), other_before);

@@ -4,9 +4,6 @@
 use std::fs::File;
 use std::path::Path;
 
-use arrow::array::{AsArray, RecordBatch};
-use arrow::compute::concat_batches;
-use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
 use parquet::file::reader::{FileReader, SerializedFileReader};
 
 use crate::util::*;
@@ -24,27 +21,6 @@ fn consent(env: &Env) {
              ('5','2','model_training','revoked','2025-06-01T00:00:00Z');"
         ),
     );
-}
-
-fn fixture(name: &str) -> Vec<u8> {
-    std::fs::read(repo().join("fixtures/parquet").join(name)).unwrap()
-}
-
-fn read_all(path: &Path) -> RecordBatch {
-    let builder = ParquetRecordBatchReaderBuilder::try_new(File::open(path).unwrap()).unwrap();
-    let schema = builder.schema().clone();
-    let batches: Vec<RecordBatch> = builder.build().unwrap().map(Result::unwrap).collect();
-    concat_batches(&schema, &batches).unwrap()
-}
-
-/// The `doc` ids of a file's rows, in order.
-fn docs(batch: &RecordBatch) -> Vec<String> {
-    let docs = batch.column_by_name("doc").unwrap();
-    let docs = arrow::compute::cast(docs, &arrow::datatypes::DataType::Utf8).unwrap();
-    docs.as_string::<i32>()
-        .iter()
-        .map(|d| d.unwrap().to_string())
-        .collect()
 }
 
 /// Runs a filter job over one fixture and checks the output against the input.
@@ -71,7 +47,7 @@ fn filter_one(name: &str, subject_field: &str, expected_docs: &[&str]) -> Env {
         "{name}: the Arrow schema, with its metadata, is kept"
     );
     assert_eq!(
-        docs(&after),
+        docs_of(&after),
         expected_docs,
         "{name}: exactly the consented rows, in order"
     );
@@ -236,7 +212,7 @@ fn a_row_group_that_loses_no_row_is_copied_encoded() {
         1,
         "the row group with no consented row is left out"
     );
-    assert_eq!(docs(&read_all(&out)), ["d0", "d3", "d7"]);
+    assert_eq!(docs(&out), ["d0", "d3", "d7"]);
 }
 
 #[test]
@@ -324,10 +300,7 @@ fn corrupt_or_unsuitable_parquet_fails_alone() {
         .map(|e| e.unwrap().file_name())
         .collect();
     assert_eq!(leftovers, vec![std::ffi::OsString::from("good.parquet")]);
-    assert_eq!(
-        docs(&read_all(&env.path("out/good.parquet"))),
-        ["d0", "d3", "d7"]
-    );
+    assert_eq!(docs(&env.path("out/good.parquet")), ["d0", "d3", "d7"]);
 }
 
 #[test]
@@ -350,10 +323,7 @@ fn jsonl_and_parquet_in_one_tree() {
         env.read_string("out/b/rows.jsonl"),
         "{\"user_id\":\"alice\"}\n"
     );
-    assert_eq!(
-        docs(&read_all(&env.path("out/a/rows.parquet"))),
-        ["d0", "d3", "d7"]
-    );
+    assert_eq!(docs(&env.path("out/a/rows.parquet")), ["d0", "d3", "d7"]);
     let t = &env.last_statement()["predicate"]["totals"];
     assert_eq!(
         (t["rows_in"].as_u64(), t["rows_kept"].as_u64()),

@@ -165,3 +165,45 @@ pub fn unzstd(data: &[u8]) -> Vec<u8> {
 pub fn path_str(p: &Path) -> &str {
     p.to_str().unwrap()
 }
+
+/// A Parquet fixture made by another writer (fixtures/parquet/make.py).
+pub fn fixture(name: &str) -> Vec<u8> {
+    std::fs::read(repo().join("fixtures/parquet").join(name)).unwrap()
+}
+
+/// Every row of a Parquet file, as one batch.
+pub fn read_all(path: &Path) -> arrow::array::RecordBatch {
+    let file = std::fs::File::open(path).unwrap();
+    let builder =
+        parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder::try_new(file).unwrap();
+    let schema = builder.schema().clone();
+    let batches: Vec<_> = builder.build().unwrap().map(Result::unwrap).collect();
+    arrow::compute::concat_batches(&schema, &batches).unwrap()
+}
+
+/// A column of a batch as text, in row order.
+pub fn text_column(batch: &arrow::array::RecordBatch, name: &str) -> Vec<Option<String>> {
+    use arrow::array::AsArray;
+    let col = arrow::compute::cast(
+        batch.column_by_name(name).unwrap(),
+        &arrow::datatypes::DataType::Utf8,
+    )
+    .unwrap();
+    col.as_string::<i32>()
+        .iter()
+        .map(|v| v.map(String::from))
+        .collect()
+}
+
+/// The `doc` ids of a batch's rows, in order.
+pub fn docs_of(batch: &arrow::array::RecordBatch) -> Vec<String> {
+    text_column(batch, "doc")
+        .into_iter()
+        .map(Option::unwrap)
+        .collect()
+}
+
+/// The `doc` ids of a Parquet file's rows, in order.
+pub fn docs(path: &Path) -> Vec<String> {
+    docs_of(&read_all(path))
+}

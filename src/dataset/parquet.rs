@@ -14,10 +14,10 @@ use std::sync::Arc;
 
 use arrow::array::{Array, ArrayRef, AsArray, BooleanArray, StringArray};
 use arrow::buffer::NullBuffer;
-use arrow::compute::{cast_with_options, filter_record_batch, CastOptions};
+use arrow::compute::{cast_with_options, CastOptions};
 use arrow::datatypes::DataType;
 use parquet::arrow::arrow_reader::{
-    ArrowReaderMetadata, ArrowReaderOptions, ParquetRecordBatchReaderBuilder,
+    ArrowReaderMetadata, ArrowReaderOptions, ParquetRecordBatchReaderBuilder, RowSelection,
 };
 use parquet::arrow::arrow_writer::{compute_leaves, ArrowColumnChunk, ArrowRowGroupWriterFactory};
 use parquet::arrow::ProjectionMask;
@@ -146,17 +146,28 @@ impl ParquetInput {
         Ok(())
     }
 
-    /// Decodes row group `rg` whole, keeps the rows `keep` marks, and encodes what is left
-    /// as the column chunks of one output row group.
+    /// Decodes the rows of row group `rg` that `keep` marks and encodes them as the column
+    /// chunks of one output row group. The reader skips the other rows as it decodes (runs
+    /// of them, or a mask when they are scattered), so they are never copied.
     pub fn filtered<W: Write + Send>(
         &self,
         rg: usize,
         keep: &[bool],
         out: &ParquetOutput<W>,
     ) -> Result<Vec<ArrowColumnChunk>, String> {
+        if keep.len() as u64 != self.rows(rg) {
+            return Err(format!(
+                "row group {rg}: {} rows decided where its metadata says {}",
+                keep.len(),
+                self.rows(rg)
+            ));
+        }
+        let selection = RowSelection::from_filters(&[BooleanArray::from(keep.to_vec())]);
+        let wanted = selection.row_count();
         let reader = self
             .builder()?
             .with_row_groups(vec![rg])
+            .with_row_selection(selection)
             .with_batch_size(8 * 1024)
             .build()
             .map_err(|e| format!("row group {rg}: {e}"))?;
@@ -165,19 +176,12 @@ impl ParquetInput {
             .create_column_writers(rg)
             .map_err(|e| format!("row group {rg}: {e}"))?;
         let schema = self.meta.schema();
-        let mut offset = 0;
+        let mut written = 0;
         for batch in reader {
             let batch = batch.map_err(|e| format!("row group {rg}: {e}"))?;
-            let n = batch.num_rows();
-            let slice = keep
-                .get(offset..offset + n)
-                .ok_or_else(|| format!("row group {rg}: more rows than its metadata says"))?;
-            offset += n;
-            let mask = BooleanArray::from(slice.to_vec());
-            let kept =
-                filter_record_batch(&batch, &mask).map_err(|e| format!("row group {rg}: {e}"))?;
+            written += batch.num_rows();
             let mut next = writers.iter_mut();
-            for (field, column) in schema.fields().iter().zip(kept.columns()) {
+            for (field, column) in schema.fields().iter().zip(batch.columns()) {
                 for leaf in
                     compute_leaves(field, column).map_err(|e| format!("row group {rg}: {e}"))?
                 {
@@ -190,8 +194,10 @@ impl ParquetInput {
                 }
             }
         }
-        if offset != keep.len() {
-            return Err(format!("row group {rg}: fewer rows than its metadata says"));
+        if written != wanted {
+            return Err(format!(
+                "row group {rg}: read {written} rows where {wanted} were selected"
+            ));
         }
         writers
             .into_iter()

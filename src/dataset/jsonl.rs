@@ -57,16 +57,27 @@ impl Read for HashingReader {
 pub struct LineReader {
     src: Box<dyn Read + Send>,
     stats: Arc<Mutex<RawStats>>,
+    /// The start of a line that the previous chunk cut off.
     carry: Vec<u8>,
+    /// Buffers of chunks already judged, handed back by `recycle`: reading into memory that
+    /// is already initialized spares a memset and fresh pages for every chunk.
+    spare: Vec<Vec<u8>>,
     eof: bool,
     chunks: u64,
 }
 
 /// Whole lines of one file; every line ends in `\n` except possibly the file's last.
 pub struct Chunk {
-    pub data: Vec<u8>,
+    buf: Vec<u8>,
+    len: usize,
     /// The first chunk of the file (its first line may carry a byte order mark).
     pub is_first: bool,
+}
+
+impl Chunk {
+    pub fn data(&self) -> &[u8] {
+        &self.buf[..self.len]
+    }
 }
 
 impl LineReader {
@@ -79,6 +90,7 @@ impl LineReader {
             stats: Arc::clone(&stats),
             on_read,
         };
+        // Reads of a chunk's size bypass this buffer; it serves the decompressors.
         let buffered = BufReader::with_capacity(1 << 20, raw);
         let src: Box<dyn Read + Send> = match codec {
             Codec::None => Box::new(buffered),
@@ -89,6 +101,7 @@ impl LineReader {
             src,
             stats,
             carry: Vec::new(),
+            spare: Vec::new(),
             eof: false,
             chunks: 0,
         })
@@ -97,38 +110,59 @@ impl LineReader {
     /// The next chunk of about `size` bytes, cut after the last newline in it; `None` at
     /// the end. A line longer than `MAX_LINE` is an `InvalidData` error.
     pub fn next_chunk(&mut self, size: usize) -> io::Result<Option<Chunk>> {
-        let mut data = Vec::with_capacity(size + self.carry.len() + 1024);
-        data.append(&mut self.carry);
-        let mut target = size;
+        let size = size.max(1);
+        let mut buf = self.spare.pop().unwrap_or_default();
+        let mut target = size.max(self.carry.len() + size / 2);
+        if buf.len() < target {
+            buf.resize(target, 0);
+        }
+        buf[..self.carry.len()].copy_from_slice(&self.carry);
+        let mut len = self.carry.len();
+        self.carry.clear();
+        // Where the newline search starts: the carry holds none, nor does what an earlier
+        // round of a long line searched.
+        let mut searched = len;
         loop {
-            if !self.eof && data.len() < target {
-                let want = (target - data.len()) as u64;
-                let n = (&mut self.src).take(want).read_to_end(&mut data)?;
-                self.eof = (n as u64) < want;
+            while !self.eof && len < target {
+                match self.src.read(&mut buf[len..target]) {
+                    Ok(0) => self.eof = true,
+                    Ok(n) => len += n,
+                    Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                    Err(e) => return Err(e),
+                }
             }
             if self.eof {
                 break;
             }
-            if let Some(nl) = memchr::memrchr(b'\n', &data) {
-                self.carry.extend_from_slice(&data[nl + 1..]);
-                data.truncate(nl + 1);
+            if let Some(nl) = memchr::memrchr(b'\n', &buf[searched..len]) {
+                let nl = searched + nl;
+                self.carry.extend_from_slice(&buf[nl + 1..len]);
+                len = nl + 1;
                 break;
             }
-            if data.len() > MAX_LINE {
+            if len > MAX_LINE {
                 return Err(io::Error::new(
                     io::ErrorKind::InvalidData,
                     format!("a line longer than {} MiB", MAX_LINE >> 20),
                 ));
             }
             // One line longer than the chunk: read on until it ends.
+            searched = len;
             target += size;
+            buf.resize(target, 0);
         }
-        if data.is_empty() {
+        if len == 0 {
+            self.spare.push(buf);
             return Ok(None);
         }
         let is_first = self.chunks == 0;
         self.chunks += 1;
-        Ok(Some(Chunk { data, is_first }))
+        Ok(Some(Chunk { buf, len, is_first }))
+    }
+
+    /// Hands a judged chunk's buffer back for the next `next_chunk`.
+    pub fn recycle(&mut self, chunk: Chunk) {
+        self.spare.push(chunk.buf);
     }
 
     /// The raw file's sha256 (hex) and size. Only complete once `next_chunk` returned `None`.
@@ -171,5 +205,63 @@ pub fn encode(codec: Codec, data: Vec<u8>) -> io::Result<Vec<u8>> {
             enc.finish()
         }
         Codec::Zstd => zstd::bulk::compress(&data, zstd::DEFAULT_COMPRESSION_LEVEL),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn chunks_of(bytes: &[u8], codec: Codec, size: usize) -> Vec<Vec<u8>> {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("in");
+        std::fs::write(&path, bytes).unwrap();
+        let mut reader = LineReader::open(&path, codec, Arc::new(|_| {}), true).unwrap();
+        let mut out = Vec::new();
+        while let Some(chunk) = reader.next_chunk(size).unwrap() {
+            assert!(chunk.is_first == out.is_empty());
+            out.push(chunk.data().to_vec());
+            reader.recycle(chunk);
+        }
+        let (sha, n) = reader.finish();
+        assert_eq!(n, bytes.len() as u64);
+        assert_eq!(sha, hex::encode(Sha256::digest(bytes)));
+        out
+    }
+
+    #[test]
+    fn chunks_hold_whole_lines_and_rebuild_the_input_at_any_size() {
+        let mut text = Vec::new();
+        for i in 0..200 {
+            // Lines from 1 to ~600 bytes, one far longer than the smaller chunk sizes.
+            let len = if i == 77 { 5000 } else { (i * 37) % 600 };
+            text.extend(std::iter::repeat_n(b'a' + (i % 26) as u8, len));
+            text.extend_from_slice(if i % 3 == 0 { b"\r\n" } else { b"\n" });
+        }
+        text.extend_from_slice(b"last line without newline");
+        for size in [1, 7, 64, 1000, 4096, 1 << 20] {
+            let chunks = chunks_of(&text, Codec::None, size);
+            assert_eq!(chunks.concat(), text, "size {size}");
+            for c in &chunks[..chunks.len() - 1] {
+                assert_eq!(c.last(), Some(&b'\n'), "size {size}: a chunk ends mid-line");
+            }
+        }
+    }
+
+    #[test]
+    fn compressed_input_is_chunked_after_decompression_and_hashed_raw() {
+        let text: Vec<u8> = (0..3000)
+            .flat_map(|i| format!("{{\"n\":{i}}}\n").into_bytes())
+            .collect();
+        let mut gz = encode(Codec::Gzip, text[..10000].to_vec()).unwrap();
+        gz.extend(encode(Codec::Gzip, text[10000..].to_vec()).unwrap());
+        assert_eq!(chunks_of(&gz, Codec::Gzip, 999).concat(), text);
+        let zst = encode(Codec::Zstd, text.clone()).unwrap();
+        assert_eq!(chunks_of(&zst, Codec::Zstd, 999).concat(), text);
+    }
+
+    #[test]
+    fn empty_file_has_no_chunks() {
+        assert!(chunks_of(b"", Codec::None, 64).is_empty());
     }
 }

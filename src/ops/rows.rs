@@ -141,9 +141,11 @@ impl<'a> Engine<'a> {
                 } else {
                     Vec::new()
                 };
-                Ok::<_, io::Error>((bytes, counts, chunk.data.len() as u64))
+                Ok::<_, io::Error>((bytes, counts, chunk.data().len() as u64))
             });
-            drop(batch);
+            for chunk in batch {
+                reader.recycle(chunk);
+            }
             for result in judged {
                 let (bytes, chunk_counts, len) = result.map_err(write_err)?;
                 (self.on_rows)(chunk_counts.rows_in);
@@ -288,10 +290,10 @@ fn judge_chunk(
     rule: &dyn RowRule,
     collect: bool,
 ) -> (Vec<u8>, RowCounts) {
-    let mut kept = Vec::with_capacity(if collect { chunk.data.len() } else { 0 });
+    let mut kept = Vec::with_capacity(if collect { chunk.data().len() } else { 0 });
     let mut counts = RowCounts::default();
     let mut first = chunk.is_first;
-    for line in jsonl::lines(&chunk.data) {
+    for line in jsonl::lines(chunk.data()) {
         let mut body = jsonl::content(line);
         if std::mem::take(&mut first) {
             body = body.strip_prefix(BOM).unwrap_or(body);

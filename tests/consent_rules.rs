@@ -460,3 +460,63 @@ fn inspect_counts_records_subjects_and_verdicts() {
         serde_json::json!({"granted": 2, "revoked": 1})
     );
 }
+
+/// Tens of thousands of records, each subject's deciding record far from its first (an
+/// append-only log), so a load that hands records between threads in batches must still
+/// fold every subject's records together: the filter keeps exactly the valid subjects.
+#[test]
+fn a_large_log_folds_records_far_apart_into_the_right_verdicts() {
+    let env = Env::new();
+    let n = 30_000;
+    env.sqlite(
+        "c.db",
+        &records(&format!(
+            "WITH RECURSIVE i(x) AS (SELECT 0 UNION ALL SELECT x + 1 FROM i WHERE x + 1 < {n})
+             INSERT INTO consent_records (id, user_id, purpose, status, derived_purposes, created_at)
+             SELECT 'g' || x, 's' || x, 'model_training', 'granted', NULL, '2025-01-01T00:00:00Z' FROM i
+             UNION ALL
+             -- Every third subject revokes later; every third + 1 has an older revocation.
+             SELECT 'r' || x, 's' || x, 'model_training', 'revoked', NULL,
+                    CASE x % 3 WHEN 0 THEN '2025-06-01T00:00:00Z' ELSE '2024-06-01T00:00:00Z' END
+               FROM i WHERE x % 3 IN (0, 1)
+             UNION ALL
+             -- Subjects covered only through a purpose that derives ours, or one that does not.
+             SELECT 'd' || x, CASE x % 2 WHEN 0 THEN 'd' || x ELSE 'e' || x END, 'analytics', 'granted',
+                    CASE x % 2 WHEN 0 THEN '[\"model_training\"]' ELSE '[\"other\"]' END,
+                    '2025-01-01T00:00:00Z'
+               FROM i WHERE x < 2000;"
+        )),
+    );
+    let mut data = String::new();
+    let mut expected = String::new();
+    for x in 0..n {
+        let line = format!("{{\"user_id\":\"s{x}\"}}\n");
+        if x % 3 != 0 {
+            expected += &line;
+        }
+        data += &line;
+    }
+    for x in 0..2000 {
+        let id = if x % 2 == 0 { format!("d{x}") } else { format!("e{x}") };
+        let line = format!("{{\"user_id\":\"{id}\"}}\n");
+        if x % 2 == 0 {
+            expected += &line;
+        }
+        data += &line;
+    }
+    env.write("data/x.jsonl", &data);
+    env.filter_job(
+        "snapshot = \"c.db\"\nschema = \"consent-records\"\npurpose = \"model_training\"",
+        "user_id",
+        "",
+    );
+    env.run(&["run", "job.toml", "--no-progress"]).expect(0);
+    assert_eq!(env.read_string("out/x.jsonl"), expected);
+    let st = env.last_statement();
+    assert_eq!(
+        st["predicate"]["consent"]["records_read"],
+        n + n / 3 * 2 + 2000,
+        "{}",
+        st["predicate"]["consent"]
+    );
+}

@@ -497,7 +497,11 @@ fn a_large_log_folds_records_far_apart_into_the_right_verdicts() {
         data += &line;
     }
     for x in 0..2000 {
-        let id = if x % 2 == 0 { format!("d{x}") } else { format!("e{x}") };
+        let id = if x % 2 == 0 {
+            format!("d{x}")
+        } else {
+            format!("e{x}")
+        };
         let line = format!("{{\"user_id\":\"{id}\"}}\n");
         if x % 2 == 0 {
             expected += &line;

@@ -14,16 +14,17 @@ use std::sync::Arc;
 
 use arrow::array::{Array, ArrayRef, AsArray, BooleanArray, StringArray};
 use arrow::buffer::NullBuffer;
-use arrow::compute::{cast_with_options, CastOptions};
+use arrow::compute::{cast_with_options, filter_record_batch, CastOptions};
 use arrow::datatypes::DataType;
 use parquet::arrow::arrow_reader::{
     ArrowReaderMetadata, ArrowReaderOptions, ParquetRecordBatchReaderBuilder, RowSelection,
+    RowSelectionPolicy,
 };
 use parquet::arrow::arrow_writer::{compute_leaves, ArrowColumnChunk, ArrowRowGroupWriterFactory};
 use parquet::arrow::ProjectionMask;
 use parquet::bloom_filter::Sbbf;
 use parquet::column::writer::ColumnCloseResult;
-use parquet::file::metadata::{PageIndexPolicy, ParquetMetaData};
+use parquet::file::metadata::{PageIndexPolicy, ParquetMetaData, ParquetMetaDataBuilder};
 use parquet::file::properties::{EnabledStatistics, WriterProperties};
 use parquet::file::writer::SerializedFileWriter;
 use parquet::schema::types::ColumnPath;
@@ -147,14 +148,19 @@ impl ParquetInput {
     }
 
     /// Decodes the rows of row group `rg` that `keep` marks and encodes them as the column
-    /// chunks of one output row group. The reader skips the other rows as it decodes (runs
-    /// of them, or a mask when they are scattered), so they are never copied.
+    /// chunks of one output row group, 8K rows at a time whatever the mask.
+    ///
+    /// When the dropped rows are few and in runs (an erasure), the reader skips them as it
+    /// decodes, so they are never copied; it then reads without the page index, whose row
+    /// counts would otherwise decide which pages to skip unchecked. When they are scattered
+    /// (a filter), every row is decoded and the batch filtered.
     pub fn filtered<W: Write + Send>(
         &self,
         rg: usize,
         keep: &[bool],
         out: &ParquetOutput<W>,
     ) -> Result<Vec<ArrowColumnChunk>, String> {
+        let err = |e: &dyn std::fmt::Display| format!("row group {rg}: {e}");
         if keep.len() as u64 != self.rows(rg) {
             return Err(format!(
                 "row group {rg}: {} rows decided where its metadata says {}",
@@ -162,49 +168,76 @@ impl ParquetInput {
                 self.rows(rg)
             ));
         }
-        let selection = RowSelection::from_filters(&[BooleanArray::from(keep.to_vec())]);
+        let mask = BooleanArray::from(keep.to_vec());
+        let selection = RowSelection::from_filters(std::slice::from_ref(&mask));
         let wanted = selection.row_count();
-        let reader = self
-            .builder()?
-            .with_row_groups(vec![rg])
+        let skip = keep.len() / selection.iter().count().max(1) >= MIN_SKIPPED_RUN;
+        let builder = match skip {
+            true => ParquetRecordBatchReaderBuilder::new_with_metadata(
+                self.open_file()?,
+                self.unindexed()?,
+            )
             .with_row_selection(selection)
+            .with_row_selection_policy(RowSelectionPolicy::Selectors),
+            false => self.builder()?,
+        };
+        let reader = builder
+            .with_row_groups(vec![rg])
             .with_batch_size(8 * 1024)
             .build()
-            .map_err(|e| format!("row group {rg}: {e}"))?;
-        let mut writers = out
-            .factory
-            .create_column_writers(rg)
-            .map_err(|e| format!("row group {rg}: {e}"))?;
+            .map_err(|e| err(&e))?;
+        let mut writers = out.factory.create_column_writers(rg).map_err(|e| err(&e))?;
         let schema = self.meta.schema();
-        let mut written = 0;
+        let (mut read, mut written) = (0, 0);
         for batch in reader {
-            let batch = batch.map_err(|e| format!("row group {rg}: {e}"))?;
+            let batch = batch.map_err(|e| err(&e))?;
+            let batch = match skip {
+                true => batch,
+                false => {
+                    let n = batch.num_rows();
+                    let slice = mask.slice(read, n.min(keep.len().saturating_sub(read)));
+                    if slice.len() != n {
+                        return Err(err(&"more rows than its metadata says"));
+                    }
+                    read += n;
+                    filter_record_batch(&batch, &slice).map_err(|e| err(&e))?
+                }
+            };
             written += batch.num_rows();
             let mut next = writers.iter_mut();
             for (field, column) in schema.fields().iter().zip(batch.columns()) {
-                for leaf in
-                    compute_leaves(field, column).map_err(|e| format!("row group {rg}: {e}"))?
-                {
-                    let writer = next.next().ok_or_else(|| {
-                        format!("row group {rg}: schema has fewer leaves than data")
-                    })?;
-                    writer
-                        .write(&leaf)
-                        .map_err(|e| format!("row group {rg}: {e}"))?;
+                for leaf in compute_leaves(field, column).map_err(|e| err(&e))? {
+                    let writer = next
+                        .next()
+                        .ok_or_else(|| err(&"schema has fewer leaves than data"))?;
+                    writer.write(&leaf).map_err(|e| err(&e))?;
                 }
             }
         }
-        if written != wanted {
-            return Err(format!(
-                "row group {rg}: read {written} rows where {wanted} were selected"
-            ));
+        if written != wanted || (!skip && read != keep.len()) {
+            return Err(err(&format!(
+                "read {written} rows where {wanted} were kept"
+            )));
         }
         writers
             .into_iter()
-            .map(|w| w.close().map_err(|e| format!("row group {rg}: {e}")))
+            .map(|w| w.close().map_err(|e| err(&e)))
             .collect()
     }
+
+    /// The footer without its page index, for reads that skip rows.
+    fn unindexed(&self) -> Result<ArrowReaderMetadata, String> {
+        let meta = ParquetMetaDataBuilder::new_from_metadata(self.metadata().as_ref().clone())
+            .set_page_index(None)
+            .build();
+        ArrowReaderMetadata::try_new(Arc::new(meta), ArrowReaderOptions::new())
+            .map_err(|e| format!("not a readable Parquet file: {e}"))
+    }
 }
+
+/// The shortest average run of rows per selector for which skipping dropped rows while
+/// decoding beats decoding every row and filtering (the parquet crate's own threshold).
+const MIN_SKIPPED_RUN: usize = 32;
 
 /// Integer and string columns hold ids; a cast to UTF-8 gives an integer's decimal text.
 fn is_id_type(t: &DataType) -> bool {

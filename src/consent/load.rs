@@ -263,8 +263,10 @@ fn hash_file(path: &Path) -> Result<SnapshotFile> {
 
 type Judged = (SubjectTable<Verdict>, u64, Vec<String>, &'static str);
 
-/// Records per batch handed from the SQLite thread to the folding thread.
+/// Records per batch handed from the SQLite thread to the folding thread, and the most id
+/// bytes one batch holds (ids can be long text).
 const BATCH: usize = 16 * 1024;
+const BATCH_BYTES: usize = 1 << 20;
 
 /// Judged records on their way from the thread stepping SQLite to the one folding them into
 /// subject states: the two halves of a load take about as long each, so a snapshot of
@@ -362,7 +364,7 @@ fn judge_all(
         let scanned = scan(&db, &plan, purpose, &derivers, None, as_of, rules, |row| {
             records += 1;
             batch.push(&row);
-            if batch.records.len() >= BATCH {
+            if batch.records.len() >= BATCH || batch.users.len() >= BATCH_BYTES {
                 tx.send(std::mem::take(&mut batch))
                     .map_err(|_| db.err("stopped folding records"))?;
             }

@@ -62,6 +62,9 @@ pub struct LineReader {
     /// Buffers of chunks already judged, handed back by `recycle`: reading into memory that
     /// is already initialized spares a memset and fresh pages for every chunk.
     spare: Vec<Vec<u8>>,
+    /// The chunk size last asked for: a buffer grown far past it for a long line is freed
+    /// rather than kept.
+    size: usize,
     eof: bool,
     chunks: u64,
 }
@@ -102,6 +105,7 @@ impl LineReader {
             stats,
             carry: Vec::new(),
             spare: Vec::new(),
+            size: 0,
             eof: false,
             chunks: 0,
         })
@@ -111,6 +115,7 @@ impl LineReader {
     /// the end. A line longer than `MAX_LINE` is an `InvalidData` error.
     pub fn next_chunk(&mut self, size: usize) -> io::Result<Option<Chunk>> {
         let size = size.max(1);
+        self.size = size;
         let mut buf = self.spare.pop().unwrap_or_default();
         let mut target = size.max(self.carry.len() + size / 2);
         if buf.len() < target {
@@ -162,7 +167,9 @@ impl LineReader {
 
     /// Hands a judged chunk's buffer back for the next `next_chunk`.
     pub fn recycle(&mut self, chunk: Chunk) {
-        self.spare.push(chunk.buf);
+        if chunk.buf.len() <= 2 * self.size {
+            self.spare.push(chunk.buf);
+        }
     }
 
     /// The raw file's sha256 (hex) and size. Only complete once `next_chunk` returned `None`.

@@ -223,6 +223,21 @@ fn parquet_bytes(
     users: &[Option<String>],
     row_group: usize,
 ) -> Vec<u8> {
+    let props = WriterProperties::builder()
+        .set_max_row_group_row_count(Some(row_group))
+        .set_compression(parquet::basic::Compression::ZSTD(Default::default()))
+        .build();
+    parquet_with(subject, docs, users, props)
+}
+
+/// A Parquet file of (doc, <subject>, text) rows written with `props`; a row's text is
+/// "text of <doc> lorem ipsum".
+fn parquet_with(
+    subject: &str,
+    docs: &[String],
+    users: &[Option<String>],
+    props: WriterProperties,
+) -> Vec<u8> {
     let schema = Arc::new(Schema::new(vec![
         Field::new("doc", DataType::Utf8, false),
         Field::new(subject, DataType::Utf8, true),
@@ -241,10 +256,6 @@ fn parquet_bytes(
         ],
     )
     .unwrap();
-    let props = WriterProperties::builder()
-        .set_max_row_group_row_count(Some(row_group))
-        .set_compression(parquet::basic::Compression::ZSTD(Default::default()))
-        .build();
     let mut w = ArrowWriter::try_new(Vec::new(), schema, Some(props)).unwrap();
     w.write(&batch).unwrap();
     w.into_inner().unwrap()
@@ -2314,30 +2325,15 @@ fn parquet_rows_stay_aligned_across_pages_whether_erased_rows_are_runs_or_scatte
         })
         .collect();
     for (name, users) in [("runs", &runs), ("scattered", &scattered)] {
-        let schema = Arc::new(Schema::new(vec![
-            Field::new("doc", DataType::Utf8, false),
-            Field::new("user_id", DataType::Utf8, true),
-            Field::new("text", DataType::Utf8, false),
-        ]));
-        let text: Vec<String> = docs.iter().map(|d| format!("text of {d}")).collect();
-        let batch = RecordBatch::try_new(
-            schema.clone(),
-            vec![
-                Arc::new(StringArray::from_iter_values(&docs)) as ArrayRef,
-                Arc::new(StringArray::from(users.clone())) as ArrayRef,
-                Arc::new(StringArray::from_iter_values(&text)) as ArrayRef,
-            ],
-        )
-        .unwrap();
+        // Many small pages in one row group, so skipping crosses page boundaries.
         let props = WriterProperties::builder()
             .set_data_page_row_count_limit(300)
             .set_write_batch_size(100)
             .set_dictionary_enabled(false)
             .set_compression(parquet::basic::Compression::ZSTD(Default::default()))
             .build();
-        let mut w = ArrowWriter::try_new(Vec::new(), schema, Some(props)).unwrap();
-        w.write(&batch).unwrap();
-        env.write(&format!("data/{name}.parquet"), w.into_inner().unwrap());
+        let bytes = parquet_with("user_id", &docs, users, props);
+        env.write(&format!("data/{name}.parquet"), bytes);
     }
     env.write("erase.txt", "u5\nu700\nx\n");
     erase_job(&env, &erase_section(""));
@@ -2365,7 +2361,7 @@ fn parquet_rows_stay_aligned_across_pages_whether_erased_rows_are_runs_or_scatte
             assert_eq!(got_users[k], users[i], "{name} row {k}");
             assert_eq!(
                 got_text[k].as_deref(),
-                Some(format!("text of {}", docs[i]).as_str()),
+                Some(format!("text of {} lorem ipsum", docs[i]).as_str()),
                 "{name} row {k}"
             );
         }

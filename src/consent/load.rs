@@ -274,7 +274,7 @@ const BATCH_BYTES: usize = 1 << 20;
 #[derive(Default)]
 struct Batch {
     /// The records' subject ids, back to back.
-    users: Vec<u8>,
+    users: String,
     records: Vec<Judged1>,
 }
 
@@ -289,7 +289,7 @@ struct Judged1 {
 
 impl Batch {
     fn push(&mut self, row: &Row<'_>) {
-        self.users.extend_from_slice(row.user.as_bytes());
+        self.users.push_str(&row.user);
         self.records.push(Judged1 {
             end: self.users.len(),
             at: row.at,
@@ -303,10 +303,10 @@ impl Batch {
     fn iter(&self) -> impl Iterator<Item = (&str, &Judged1)> {
         let mut start = 0;
         self.records.iter().map(move |r| {
-            let bytes = &self.users[start..r.end];
+            // Every id was pushed whole, so its bounds are character boundaries.
+            let id = self.users.get(start..r.end).unwrap_or_default();
             start = r.end;
-            // Pushed from a &str, so always UTF-8.
-            (std::str::from_utf8(bytes).unwrap_or_default(), r)
+            (id, r)
         })
     }
 }

@@ -1010,7 +1010,7 @@ fn large_files_cross_chunk_boundaries_and_threads_do_not_change_bytes() {
         .windows(2)
         .flat_map(|w| gzip(&small.input[w[0]..w[1]]))
         .collect();
-    env.write("data/small.jsonl.gz", gz);
+    env.write("data/small.jsonl.gz", &gz);
 
     run(&env, &["--threads", "1"]).expect(0);
     let p = env.last_statement()["predicate"].clone();
@@ -1026,6 +1026,17 @@ fn large_files_cross_chunk_boundaries_and_threads_do_not_change_bytes() {
     };
     expect(&big, "data/big.jsonl");
     expect(&small, "data/small.jsonl.gz");
+    // Each input is hashed as read, beside the kept bytes hashed as written: both digests
+    // are those of the whole files, across every chunk.
+    use sha2::Digest as _;
+    let sha = |bytes: &[u8]| hex::encode(sha2::Sha256::digest(bytes));
+    for (rel, before, after) in [
+        ("data/big.jsonl", &big.input, &one_big),
+        ("data/small.jsonl.gz", &gz, &one_gz),
+    ] {
+        assert_eq!(input(&p, rel)["sha256_before"], sha(before), "{rel}");
+        assert_eq!(input(&p, rel)["output"]["sha256"], sha(after), "{rel}");
+    }
 
     std::fs::rename(env.path("out"), env.path("out-threads-1")).unwrap();
     run(&env, &["--threads", "4"]).expect(0);

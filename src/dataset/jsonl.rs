@@ -12,8 +12,7 @@ use std::io::{self, BufReader, Read, Write};
 use std::path::Path;
 use std::sync::{Arc, Mutex};
 
-use sha2::{Digest, Sha256};
-
+use super::digest::Sha256;
 use super::Codec;
 
 /// Longest line a reader will hold in memory before giving up on the file.
@@ -178,7 +177,7 @@ impl LineReader {
         let stats = Arc::try_unwrap(self.stats)
             .map(|m| m.into_inner().unwrap_or_else(|p| p.into_inner()))
             .unwrap_or_default();
-        (hex::encode(stats.hasher.finalize()), stats.bytes)
+        (stats.hasher.hex(), stats.bytes)
     }
 }
 
@@ -232,7 +231,10 @@ mod tests {
         }
         let (sha, n) = reader.finish();
         assert_eq!(n, bytes.len() as u64);
-        assert_eq!(sha, hex::encode(Sha256::digest(bytes)));
+        assert_eq!(
+            sha,
+            hex::encode(<sha2::Sha256 as sha2::Digest>::digest(bytes))
+        );
         out
     }
 

@@ -5,6 +5,7 @@
 //! root, and returns files in a stable order. This is the one module that opens dataset
 //! files; operations in `ops` get readers and writers from here.
 
+pub mod digest;
 pub mod jsonl;
 pub mod parquet;
 pub mod scan;
@@ -20,16 +21,15 @@ use crate::job::InputSpec;
 
 /// The sha256 (lowercase hex) and size of a file, read whole in 1 MiB blocks.
 pub fn sha256_file(path: &Path) -> std::io::Result<(String, u64)> {
-    use sha2::{Digest, Sha256};
     use std::io::Read;
     let mut file = std::fs::File::open(path)?;
-    let mut hasher = Sha256::new();
+    let mut hasher = digest::Sha256::new();
     let mut buf = vec![0u8; 1 << 20];
     let mut bytes = 0u64;
     loop {
         let n = file.read(&mut buf)?;
         if n == 0 {
-            return Ok((hex::encode(hasher.finalize()), bytes));
+            return Ok((hasher.hex(), bytes));
         }
         hasher.update(&buf[..n]);
         bytes += n as u64;

@@ -11,9 +11,9 @@ use std::io::{self, Write};
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 
-use sha2::{Digest, Sha256};
 use tempfile::NamedTempFile;
 
+use super::digest::{self, Sha256};
 use super::TEMP_PREFIX;
 
 /// How `commit` treats an existing file at the target.
@@ -72,14 +72,43 @@ impl AtomicFile {
 
     /// The sha256 (hex) of what has been written so far.
     pub fn digest(&self) -> String {
-        hex::encode(self.hasher.clone().finalize())
+        self.hasher.hex()
+    }
+
+    /// Writes all of `buf`, hashing it on this core together with the next bytes of another
+    /// stream, `other_bytes` into `other` (two streams hash faster side by side than one
+    /// after the other; see `digest`).
+    pub fn write_all_paired(
+        &mut self,
+        buf: &[u8],
+        other: &mut Sha256,
+        other_bytes: &[u8],
+    ) -> io::Result<()> {
+        self.put(buf)?;
+        digest::update_pair(&mut self.hasher, buf, other, other_bytes);
+        Ok(())
+    }
+
+    /// Writes all of `buf` without hashing it.
+    fn put(&mut self, buf: &[u8]) -> io::Result<()> {
+        self.temp.as_file_mut().write_all(buf)?;
+        self.wrote(buf.len());
+        Ok(())
+    }
+
+    fn wrote(&mut self, n: usize) {
+        self.bytes += n as u64;
+        if self.bytes - self.flushed >= WRITEBACK_WINDOW {
+            start_writeback(self.temp.as_file(), self.flushed, self.bytes - self.flushed);
+            self.flushed = self.bytes;
+        }
     }
 
     /// Syncs the data, renames it onto the target and syncs the directory.
     pub fn commit(mut self, replace: Replace) -> io::Result<Written> {
         self.temp.as_file_mut().flush()?;
         self.temp.as_file().sync_all()?;
-        let sha256 = hex::encode(self.hasher.finalize());
+        let sha256 = self.hasher.hex();
         match replace {
             Replace::Never => self
                 .temp
@@ -100,11 +129,7 @@ impl Write for AtomicFile {
     fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
         let n = self.temp.as_file_mut().write(buf)?;
         self.hasher.update(&buf[..n]);
-        self.bytes += n as u64;
-        if self.bytes - self.flushed >= WRITEBACK_WINDOW {
-            start_writeback(self.temp.as_file(), self.flushed, self.bytes - self.flushed);
-            self.flushed = self.bytes;
-        }
+        self.wrote(n);
         Ok(n)
     }
 
@@ -187,7 +212,10 @@ mod tests {
             0o644
         );
         assert_eq!(std::fs::read(&target).unwrap(), b"{\"a\":1}\n");
-        assert_eq!(w.sha256, hex::encode(Sha256::digest(b"{\"a\":1}\n")));
+        assert_eq!(
+            w.sha256,
+            hex::encode(<sha2::Sha256 as sha2::Digest>::digest(b"{\"a\":1}\n"))
+        );
         let again = AtomicFile::create(&target, 0o644).unwrap();
         assert!(again.commit(Replace::Never).is_err());
         assert_eq!(std::fs::read(&target).unwrap(), b"{\"a\":1}\n");

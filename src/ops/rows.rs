@@ -12,6 +12,7 @@ use std::io::{self, Read, Write};
 use std::path::Path;
 
 use super::{Reason, RowCounts};
+use crate::dataset::digest::Sha256;
 use crate::dataset::jsonl::{self, Chunk, LineReader, OnRead};
 use crate::dataset::parquet::{Cell, ParquetInput, ParquetOutput};
 use crate::dataset::scan::{self, Line, SubjectPath};
@@ -107,7 +108,11 @@ impl<'a> Engine<'a> {
         rule: &dyn RowRule,
         sink: Sink<'_>,
     ) -> Result<Pass, String> {
-        let mut reader = LineReader::open(path, codec, self.on_read.clone(), self.hash)
+        // An uncompressed file's chunks are its raw bytes: they are hashed here, beside the
+        // kept bytes written from them, rather than by the reader (see `digest`).
+        let mut chunk_hash = (self.hash && codec == Codec::None).then(Sha256::new);
+        let reader_hashes = self.hash && chunk_hash.is_none();
+        let mut reader = LineReader::open(path, codec, self.on_read.clone(), reader_hashes)
             .map_err(|e| format!("cannot read: {e}"))?;
         let write_err = |e: io::Error| format!("cannot write: {e}");
         let mut counts = RowCounts::default();
@@ -143,10 +148,7 @@ impl<'a> Engine<'a> {
                 };
                 Ok::<_, io::Error>((bytes, counts, chunk.data().len() as u64))
             });
-            for chunk in batch {
-                reader.recycle(chunk);
-            }
-            for result in judged {
+            for (chunk, result) in batch.into_iter().zip(judged) {
                 let (bytes, chunk_counts, len) = result.map_err(write_err)?;
                 (self.on_rows)(chunk_counts.rows_in);
                 counts += chunk_counts;
@@ -160,10 +162,19 @@ impl<'a> Engine<'a> {
                     out = Some(f);
                 }
                 consumed += len;
-                if let (Some(out), false) = (&mut out, bytes.is_empty()) {
-                    out.write_all(&bytes).map_err(write_err)?;
-                    wrote = true;
+                let dest = out.as_mut().filter(|_| !bytes.is_empty());
+                wrote |= dest.is_some();
+                match (dest, &mut chunk_hash) {
+                    (Some(out), Some(input)) => out.write_all_paired(&bytes, input, chunk.data()),
+                    (Some(out), None) => out.write_all(&bytes),
+                    (None, Some(input)) => {
+                        input.update(chunk.data());
+                        Ok(())
+                    }
+                    (None, None) => Ok(()),
                 }
+                .map_err(write_err)?;
+                reader.recycle(chunk);
             }
         }
         if let (Some(out), false, true) = (&mut out, wrote, codec != Codec::None) {
@@ -172,7 +183,8 @@ impl<'a> Engine<'a> {
                 .map_err(write_err)?;
         }
         let sink = out;
-        let (sha256, bytes) = reader.finish();
+        let (read_sha256, bytes) = reader.finish();
+        let sha256 = chunk_hash.map_or(read_sha256, |h| h.hex());
         Ok(Pass {
             sha256,
             bytes,

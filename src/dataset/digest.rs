@@ -171,6 +171,8 @@ mod shani {
     /// The SHA instructions keep the state as two vectors, ABEF and CDGH (A in the high
     /// lane); each `sha256rnds2` performs two rounds with the message words (plus round
     /// constants) in its third operand's low half.
+    // Block `b` of every stream is compressed in the same pass: the index is the point.
+    #[allow(clippy::needless_range_loop)]
     #[target_feature(enable = "sha,sse2,ssse3,sse4.1")]
     unsafe fn compress<const N: usize>(states: [&mut [u32; 8]; N], blocks: [&[[u8; BLOCK]]; N]) {
         // Message words are big-endian: reverse the bytes of each 32-bit lane.

@@ -287,27 +287,33 @@ pub fn run(job: &Job, args: &RunArgs, started: Timestamp, as_of: Timestamp) -> R
                 ledger: Some(&ledger),
                 show: &show,
             };
-            let done = exec::par_map(&target.found.files, |f| {
-                let o = sweep.run(f);
-                progress.file_done();
-                o
-            });
-            let mut done = done;
-            for (o, f) in done.iter_mut().zip(&target.found.files) {
-                absorb_earlier(o, f, &journal);
-            }
             // Verification: every file rewritten (by this run or an interrupted one) is read
-            // again and must hold no erased row.
-            let rewritten: Vec<&InputFile> = target
-                .found
-                .files
-                .iter()
-                .zip(&done)
-                .filter(|(_, o)| o.output.is_some())
-                .map(|(f, _)| f)
-                .collect();
-            let rechecked = exec::par_map(&rewritten, |f| sweep.residual(f));
-            for r in rechecked {
+            // again and must hold no erased row. A file this run rewrites is re-read as soon
+            // as it is committed, so that the re-reading fills the time other workers spend
+            // waiting for the disk to take their rewrites.
+            let swept = exec::par_map(&target.found.files, |f| {
+                let o = sweep.run(f);
+                let check = o.output.is_some().then(|| sweep.residual(f));
+                progress.file_done();
+                (o, check)
+            });
+            let mut done = Vec::with_capacity(swept.len());
+            let mut checks = Vec::new();
+            let mut unchecked = Vec::new();
+            for ((mut o, check), f) in swept.into_iter().zip(&target.found.files) {
+                match check {
+                    Some(check) => checks.push(check),
+                    None => {
+                        absorb_earlier(&mut o, f, &journal);
+                        if o.output.is_some() {
+                            unchecked.push(f);
+                        }
+                    }
+                }
+                done.push(o);
+            }
+            checks.extend(exec::par_map(&unchecked, |f| sweep.residual(f)));
+            for r in checks {
                 residual = match (residual, r) {
                     (Ok((files, rows)), Ok(n)) => Ok((files + 1, rows + n)),
                     (Err(e), _) | (_, Err(e)) => Err(e),

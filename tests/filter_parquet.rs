@@ -330,3 +330,79 @@ fn jsonl_and_parquet_in_one_tree() {
         (Some(10), Some(4))
     );
 }
+
+#[test]
+fn a_column_whose_dictionary_fell_back_is_rewritten_plain_and_the_rest_keep_theirs() {
+    use arrow::array::{ArrayRef, RecordBatch, StringArray};
+    use parquet::basic::Encoding;
+    use std::sync::Arc;
+    let env = Env::new();
+    consent(&env);
+    // `doc` holds a distinct value per row, so its 64-byte dictionary page limit is soon
+    // full and its later pages fall back to PLAIN; `user_id`'s four values stay dictionary.
+    let users = ["alice", "bob", "carol", "1"];
+    let ids: Vec<String> = (0..400).map(|i| format!("doc-{i:04}")).collect();
+    let subjects: Vec<&str> = (0..400).map(|i| users[i % 4]).collect();
+    let batch = RecordBatch::try_from_iter([
+        ("doc", Arc::new(StringArray::from(ids)) as ArrayRef),
+        ("user_id", Arc::new(StringArray::from(subjects)) as ArrayRef),
+    ])
+    .unwrap();
+    let props = parquet::file::properties::WriterProperties::builder()
+        .set_dictionary_page_size_limit(64)
+        .set_data_page_row_count_limit(50)
+        .set_write_batch_size(50)
+        .build();
+    let mut bytes = Vec::new();
+    let mut w =
+        parquet::arrow::ArrowWriter::try_new(&mut bytes, batch.schema(), Some(props)).unwrap();
+    w.write(&batch).unwrap();
+    w.close().unwrap();
+    env.write("data/a.parquet", &bytes);
+    env.filter_job(
+        "snapshot = \"consent.db\"\npurpose = \"model_training\"",
+        "user_id",
+        "",
+    );
+    env.run(&["run", "job.toml", "--no-progress"]).expect(0);
+
+    let chunks = |path: &Path| {
+        let r = SerializedFileReader::new(File::open(path).unwrap()).unwrap();
+        let rg = r.metadata().row_group(0).clone();
+        let of = |c: usize| {
+            let chunk = rg.column(c);
+            let plain = chunk
+                .page_encoding_stats_mask()
+                .is_some_and(|m| m.is_set(Encoding::PLAIN));
+            (chunk.dictionary_page_offset().is_some(), plain)
+        };
+        (of(0), of(1))
+    };
+    let (doc_in, user_in) = chunks(&env.path("data/a.parquet"));
+    assert_eq!(
+        doc_in,
+        (true, true),
+        "the input's doc column falls back to PLAIN"
+    );
+    assert_eq!(
+        user_in,
+        (true, false),
+        "the input's user_id column stays dictionary"
+    );
+    let (doc_out, user_out) = chunks(&env.path("out/a.parquet"));
+    assert_eq!(
+        doc_out,
+        (false, true),
+        "doc is written plain from the start"
+    );
+    assert_eq!(user_out, (true, false), "user_id keeps its dictionary");
+    let want: Vec<String> = (0..400)
+        .filter(|i| i % 4 == 0 || i % 4 == 3)
+        .map(|i| format!("doc-{i:04}"))
+        .collect();
+    assert_eq!(
+        docs(&env.path("out/a.parquet")),
+        want,
+        "alice's and 1's rows, in order"
+    );
+}

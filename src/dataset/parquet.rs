@@ -22,9 +22,12 @@ use parquet::arrow::arrow_reader::{
 };
 use parquet::arrow::arrow_writer::{compute_leaves, ArrowColumnChunk, ArrowRowGroupWriterFactory};
 use parquet::arrow::ProjectionMask;
+use parquet::basic::Encoding;
 use parquet::bloom_filter::Sbbf;
 use parquet::column::writer::ColumnCloseResult;
-use parquet::file::metadata::{PageIndexPolicy, ParquetMetaData, ParquetMetaDataBuilder};
+use parquet::file::metadata::{
+    ColumnChunkMetaData, PageIndexPolicy, ParquetMetaData, ParquetMetaDataBuilder,
+};
 use parquet::file::properties::{EnabledStatistics, WriterProperties};
 use parquet::file::writer::SerializedFileWriter;
 use parquet::schema::types::ColumnPath;
@@ -273,6 +276,18 @@ fn descend(
     Ok((column, nulls))
 }
 
+/// Whether a column's rewrite should be dictionary-encoded: when the input chunk was, and
+/// none of its data pages fell back to another encoding (the writer gave up on the
+/// dictionary there, its values being too many; building one again would only be undone).
+fn keeps_dictionary(chunk: &ColumnChunkMetaData) -> bool {
+    let fell_back = chunk.page_encoding_stats_mask().is_some_and(|data_pages| {
+        data_pages
+            .encodings()
+            .any(|e| !matches!(e, Encoding::PLAIN_DICTIONARY | Encoding::RLE_DICTIONARY))
+    });
+    chunk.dictionary_page_offset().is_some() && !fell_back
+}
+
 /// A Parquet file being written with an input's schema, metadata and codecs.
 pub struct ParquetOutput<W: Write + Send = crate::dataset::write::AtomicFile> {
     writer: SerializedFileWriter<W>,
@@ -289,7 +304,7 @@ impl<W: Write + Send> ParquetOutput<W> {
         if meta.num_row_groups() > 0 {
             for (i, chunk) in meta.row_group(0).columns().iter().enumerate() {
                 let path = ColumnPath::new(schema.column(i).path().parts().to_vec());
-                let dictionary = chunk.dictionary_page_offset().is_some();
+                let dictionary = keeps_dictionary(chunk);
                 props = props
                     .set_column_compression(path.clone(), chunk.compression())
                     .set_column_dictionary_enabled(path.clone(), dictionary);

@@ -84,6 +84,7 @@ fn bench(c: &mut Criterion) {
     let subject = SubjectPath::parse("user_id").unwrap();
     let on_rows = |_n: u64| {};
     let show = |p: &Path| p.display().to_string();
+    let replaced = consentry::exec::Dropper::start();
     let sweep = Sweep {
         engine: Engine {
             subject: &subject,
@@ -97,6 +98,7 @@ fn bench(c: &mut Criterion) {
         dry_run: false,
         ledger: None,
         show: &show,
+        replaced: &replaced,
     };
     let work = dir.path().join("work");
     std::fs::create_dir_all(&work).unwrap();

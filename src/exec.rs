@@ -203,3 +203,48 @@ fn draw_lines(c: &Counters, stop: &AtomicBool, verb: &str, files: u64, bytes: u6
         );
     }
 }
+
+/// Drops values on a background thread, for drops that block: closing the last handle on a
+/// large replaced file makes the kernel free its blocks and cached pages, work the job's
+/// workers need not wait for. `finish` waits until everything sent has been dropped.
+pub struct Dropper<T: Send + 'static> {
+    tx: std::sync::mpsc::Sender<T>,
+    thread: JoinHandle<()>,
+}
+
+impl<T: Send + 'static> Dropper<T> {
+    pub fn start() -> Dropper<T> {
+        let (tx, rx) = std::sync::mpsc::channel::<T>();
+        let thread = std::thread::spawn(move || rx.into_iter().for_each(drop));
+        Dropper { tx, thread }
+    }
+
+    pub fn drop_later(&self, value: T) {
+        // Only fails if the thread is gone (it cannot panic): then drop here.
+        if let Err(e) = self.tx.send(value) {
+            drop(e.0);
+        }
+    }
+
+    pub fn finish(self) {
+        drop(self.tx);
+        // Dropping cannot panic, so the thread cannot have failed.
+        let _ = self.thread.join();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_dropper_has_dropped_everything_when_finish_returns() {
+        let counted = Arc::new(());
+        let dropper = Dropper::start();
+        for _ in 0..100 {
+            dropper.drop_later(Arc::clone(&counted));
+        }
+        dropper.finish();
+        assert_eq!(Arc::strong_count(&counted), 1);
+    }
+}

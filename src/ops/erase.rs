@@ -16,7 +16,7 @@ use super::{Outcome, OutputRef, Reason, RowCounts};
 use crate::consent::SubjectTable;
 use crate::dataset::parquet::{Cell, ParquetInput};
 use crate::dataset::scan::{self, Line};
-use crate::dataset::write::{mode_of, AtomicFile, Replace};
+use crate::dataset::write::{mode_of, AtomicFile};
 use crate::dataset::{Codec, Format, InputFile};
 use crate::exec;
 
@@ -112,6 +112,8 @@ pub struct Sweep<'a> {
     pub dry_run: bool,
     pub ledger: Option<&'a dyn Ledger>,
     pub show: &'a (dyn Fn(&Path) -> String + Sync),
+    /// Where the handles on replaced files are closed, off the sweep's path.
+    pub replaced: &'a exec::Dropper<std::fs::File>,
 }
 
 impl Sweep<'_> {
@@ -220,9 +222,10 @@ impl Sweep<'_> {
                 if let Some(ledger) = self.ledger {
                     ledger.pending(&pending)?;
                 }
-                let w = sink
-                    .commit(Replace::Always)
-                    .map_err(|e| format!("cannot replace: {e}"))?;
+                let (w, replaced) = sink.replace().map_err(|e| format!("cannot replace: {e}"))?;
+                if let Some(old) = replaced {
+                    self.replaced.drop_later(old);
+                }
                 if let Some(ledger) = self.ledger {
                     ledger.done(&pending)?;
                 }

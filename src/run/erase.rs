@@ -267,6 +267,7 @@ pub fn run(job: &Job, args: &RunArgs, started: Timestamp, as_of: Timestamp) -> R
         .map(|f| f.bytes)
         .sum();
     let ledger = JournalLedger(&journal);
+    let replaced = exec::Dropper::start();
     let (outcomes, verification_rows) = exec::with_pool(args.threads, || {
         let progress = Progress::start(mode, "swept", total_files, total_bytes);
         let on_rows = |n| progress.add_rows(n);
@@ -286,6 +287,7 @@ pub fn run(job: &Job, args: &RunArgs, started: Timestamp, as_of: Timestamp) -> R
                 dry_run: args.dry_run,
                 ledger: Some(&ledger),
                 show: &show,
+                replaced: &replaced,
             };
             // Verification: every file rewritten (by this run or an interrupted one) is read
             // again and must hold no erased row. A file this run rewrites is re-read as soon
@@ -324,6 +326,7 @@ pub fn run(job: &Job, args: &RunArgs, started: Timestamp, as_of: Timestamp) -> R
         progress.finish();
         (outcomes, residual)
     })?;
+    replaced.finish();
 
     let mut caches = Vec::new();
     let mut verification = Verification::default();

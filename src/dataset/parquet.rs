@@ -15,7 +15,7 @@ use std::sync::Arc;
 use arrow::array::{Array, ArrayRef, AsArray, BooleanArray, StringArray};
 use arrow::buffer::NullBuffer;
 use arrow::compute::{cast_with_options, filter_record_batch, CastOptions};
-use arrow::datatypes::DataType;
+use arrow::datatypes::{DataType, Field, Fields, Schema, SchemaRef};
 use parquet::arrow::arrow_reader::{
     ArrowReaderMetadata, ArrowReaderOptions, ParquetRecordBatchReaderBuilder, RowSelection,
     RowSelectionPolicy,
@@ -178,11 +178,14 @@ impl ParquetInput {
         let builder = match skip {
             true => ParquetRecordBatchReaderBuilder::new_with_metadata(
                 self.open_file()?,
-                self.unindexed()?,
+                self.for_rewrite(self.unindexed())?,
             )
             .with_row_selection(selection)
             .with_row_selection_policy(RowSelectionPolicy::Selectors),
-            false => self.builder()?,
+            false => ParquetRecordBatchReaderBuilder::new_with_metadata(
+                self.open_file()?,
+                self.for_rewrite(self.metadata().clone())?,
+            ),
         };
         let reader = builder
             .with_row_groups(vec![rg])
@@ -229,13 +232,41 @@ impl ParquetInput {
     }
 
     /// The footer without its page index, for reads that skip rows.
-    fn unindexed(&self) -> Result<ArrowReaderMetadata, String> {
+    fn unindexed(&self) -> Arc<ParquetMetaData> {
         let meta = ParquetMetaDataBuilder::new_from_metadata(self.metadata().as_ref().clone())
             .set_page_index(None)
             .build();
-        ArrowReaderMetadata::try_new(Arc::new(meta), ArrowReaderOptions::new())
+        Arc::new(meta)
+    }
+
+    /// How a rewrite decodes `meta`'s row groups: string and binary columns as views into
+    /// the decompressed pages, so that neither decoding nor filtering copies their values
+    /// (the encoder reads views as it reads offsets; the output's schema is the input's).
+    /// A file whose schema the reader will not read as views is read as it is.
+    fn for_rewrite(&self, meta: Arc<ParquetMetaData>) -> Result<ArrowReaderMetadata, String> {
+        let views = ArrowReaderOptions::new().with_schema(as_views(self.meta.schema()));
+        ArrowReaderMetadata::try_new(meta.clone(), views)
+            .or_else(|_| ArrowReaderMetadata::try_new(meta, ArrowReaderOptions::new()))
             .map_err(|e| format!("not a readable Parquet file: {e}"))
     }
+}
+
+/// `schema` with every string and binary field, top-level or inside structs, as its view
+/// type.
+fn as_views(schema: &SchemaRef) -> SchemaRef {
+    fn view(field: &Field) -> Field {
+        let viewed = match field.data_type() {
+            DataType::Utf8 => DataType::Utf8View,
+            DataType::Binary => DataType::BinaryView,
+            DataType::Struct(fields) => {
+                DataType::Struct(fields.iter().map(|f| view(f)).collect::<Fields>())
+            }
+            other => other.clone(),
+        };
+        field.clone().with_data_type(viewed)
+    }
+    let fields: Fields = schema.fields().iter().map(|f| view(f)).collect();
+    Arc::new(Schema::new_with_metadata(fields, schema.metadata().clone()))
 }
 
 /// The shortest average run of rows per selector for which skipping dropped rows while

@@ -349,4 +349,166 @@ mod tests {
         h.update(&data[100..]);
         assert_eq!(h.hex(), reference(&data));
     }
+
+    struct Rng(u64);
+    impl Rng {
+        fn next(&mut self) -> u64 {
+            self.0 ^= self.0 << 13;
+            self.0 ^= self.0 >> 7;
+            self.0 ^= self.0 << 17;
+            self.0
+        }
+        fn below(&mut self, n: u64) -> u64 {
+            self.next() % n
+        }
+        fn bytes(&mut self, len: usize) -> Vec<u8> {
+            (0..len).map(|_| self.next() as u8).collect()
+        }
+        /// A piece size biased towards block-boundary cases.
+        fn piece(&mut self) -> usize {
+            match self.below(6) {
+                0 => 0,
+                1 => self.below(8) as usize,
+                2 => [55, 56, 57, 63, 64, 65, 119, 120, 127, 128, 129][self.below(11) as usize],
+                3 => 64 * self.below(20) as usize + self.below(3) as usize,
+                4 => self.below(300) as usize,
+                _ => self.below(9000) as usize,
+            }
+        }
+    }
+
+    #[test]
+    fn fips_vectors_multi_block_and_million_a() {
+        let mut h = Sha256::new();
+        h.update(b"abcdbcdecdefdefgefghfghighijhijkijkljklmklmnlmnomnopnopq");
+        assert_eq!(
+            h.hex(),
+            "248d6a61d20638b8e5c026930c3e6039a33ce45964ff2167f6ecedd419db06c1"
+        );
+        let (mut a, mut b) = (Sha256::new(), Sha256::new());
+        let m = vec![b'a'; 1_000_000];
+        for piece in m.chunks(4093) {
+            update_pair(&mut a, piece, &mut b, piece);
+        }
+        let want = "cdc76e5c9914fb9281a1c7e284d73e67f1809a48a497200e046d39ccc7112cd0";
+        assert_eq!(a.hex(), want);
+        assert_eq!(b.hex(), want);
+    }
+
+    #[test]
+    fn padding_at_every_filled_value_single_and_paired() {
+        // Reach each `filled` (0..64) after 0, 1 and several whole blocks, both by single
+        // updates and as the tail of a paired update.
+        let mut r = Rng(0x1234_5678);
+        let data = r.bytes(10 * BLOCK);
+        for blocks in [0usize, 1, 2, 7] {
+            for filled in 0..BLOCK {
+                let len = blocks * BLOCK + filled;
+                let mut h = Sha256::new();
+                h.update(&data[..len]);
+                assert_eq!(h.hex(), reference(&data[..len]), "single {len}");
+                let (mut a, mut b) = (Sha256::new(), Sha256::new());
+                update_pair(&mut a, &data[..len], &mut b, &data[BLOCK..BLOCK + len]);
+                assert_eq!(a.hex(), reference(&data[..len]), "pair a {len}");
+                assert_eq!(
+                    b.hex(),
+                    reference(&data[BLOCK..BLOCK + len]),
+                    "pair b {len}"
+                );
+            }
+        }
+    }
+
+    #[test]
+    fn empty_inputs_on_either_or_both_sides() {
+        let mut r = Rng(99);
+        let x = r.bytes(1000);
+        let (mut a, mut b) = (Sha256::new(), Sha256::new());
+        update_pair(&mut a, &[], &mut b, &[]);
+        assert_eq!(a.hex(), reference(b""));
+        assert_eq!(b.hex(), reference(b""));
+        update_pair(&mut a, &x, &mut b, &[]);
+        update_pair(&mut a, &[], &mut b, &x);
+        update_pair(&mut a, &[], &mut b, &[]);
+        assert_eq!(a.hex(), reference(&x));
+        assert_eq!(b.hex(), reference(&x));
+    }
+
+    #[test]
+    fn a_stream_ending_mid_block_then_continued_paired() {
+        let mut r = Rng(7);
+        let a_data = r.bytes(5000);
+        let b_data = r.bytes(5000);
+        for cut in [1usize, 10, 55, 56, 63, 64, 65, 100, 127, 128] {
+            let (mut a, mut b) = (Sha256::new(), Sha256::new());
+            a.update(&a_data[..cut]);
+            // Pieces shorter than the space left in a's block, then exactly filling it.
+            let room = (BLOCK - cut % BLOCK) % BLOCK;
+            let small = room.saturating_sub(1).min(3);
+            update_pair(&mut a, &a_data[cut..cut + small], &mut b, &b_data[..200]);
+            let at = cut + small;
+            let fill = (BLOCK - at % BLOCK) % BLOCK;
+            update_pair(&mut a, &a_data[at..at + fill], &mut b, &b_data[200..201]);
+            let at = at + fill;
+            update_pair(&mut a, &a_data[at..], &mut b, &b_data[201..]);
+            assert_eq!(a.hex(), reference(&a_data), "cut {cut}");
+            assert_eq!(b.hex(), reference(&b_data), "cut {cut}");
+        }
+    }
+
+    #[test]
+    fn randomized_pieces_on_both_streams_with_single_updates_and_peeks() {
+        let mut r = Rng(0xDEAD_BEEF_CAFE_F00D);
+        for round in 0..60 {
+            let a_len = r.below(20_000) as usize;
+            let b_len = r.below(20_000) as usize;
+            let a_data = r.bytes(a_len);
+            let b_data = r.bytes(b_len);
+            let (mut a, mut b) = (Sha256::new(), Sha256::new());
+            let (mut ia, mut ib) = (0usize, 0usize);
+            while ia < a_len || ib < b_len {
+                let mut na = r.piece().min(a_len - ia);
+                let mut nb = r.piece().min(b_len - ib);
+                match r.below(8) {
+                    0 => {
+                        nb = 0;
+                        a.update(&a_data[ia..ia + na])
+                    }
+                    1 => {
+                        na = 0;
+                        b.update(&b_data[ib..ib + nb])
+                    }
+                    2 => update_pair(&mut b, &b_data[ib..ib + nb], &mut a, &a_data[ia..ia + na]),
+                    _ => update_pair(&mut a, &a_data[ia..ia + na], &mut b, &b_data[ib..ib + nb]),
+                }
+                ia += na;
+                ib += nb;
+                if r.below(16) == 0 {
+                    assert_eq!(a.hex(), reference(&a_data[..ia]), "round {round} peek a");
+                    assert_eq!(b.hex(), reference(&b_data[..ib]), "round {round} peek b");
+                }
+            }
+            assert_eq!(a.hex(), reference(&a_data), "round {round} a");
+            assert_eq!(b.hex(), reference(&b_data), "round {round} b");
+        }
+    }
+
+    #[test]
+    fn the_sha_ni_kernel_is_the_one_under_test_here() {
+        #[cfg(target_arch = "x86_64")]
+        {
+            let x = [[7u8; BLOCK]; 3];
+            let (mut s1, mut s2) = (H0, H0);
+            let used = shani::compress_pair(&mut s1, &x, &mut s2, &x);
+            let mut want = H0;
+            compress256(&mut want, &x);
+            if is_x86_feature_detected!("sha") {
+                assert!(used, "SHA-NI detected but not used");
+            }
+            if used {
+                assert_eq!(s1, want);
+                assert_eq!(s2, want);
+            }
+        }
+    }
 }

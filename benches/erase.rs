@@ -84,7 +84,7 @@ fn bench(c: &mut Criterion) {
     let subject = SubjectPath::parse("user_id").unwrap();
     let on_rows = |_n: u64| {};
     let show = |p: &Path| p.display().to_string();
-    let replaced = consentry::exec::Dropper::start();
+    let replaced = consentry::exec::Dropper::start(4);
     let sweep = Sweep {
         engine: Engine {
             subject: &subject,

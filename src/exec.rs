@@ -206,15 +206,17 @@ fn draw_lines(c: &Counters, stop: &AtomicBool, verb: &str, files: u64, bytes: u6
 
 /// Drops values on a background thread, for drops that block: closing the last handle on a
 /// large replaced file makes the kernel free its blocks and cached pages, work the job's
-/// workers need not wait for. `finish` waits until everything sent has been dropped.
+/// workers need not wait for. At most `queue` values wait; a worker that would queue one
+/// more waits instead, so what is held back stays bounded. `finish` waits until everything
+/// sent has been dropped.
 pub struct Dropper<T: Send + 'static> {
-    tx: std::sync::mpsc::Sender<T>,
+    tx: std::sync::mpsc::SyncSender<T>,
     thread: JoinHandle<()>,
 }
 
 impl<T: Send + 'static> Dropper<T> {
-    pub fn start() -> Dropper<T> {
-        let (tx, rx) = std::sync::mpsc::channel::<T>();
+    pub fn start(queue: usize) -> Dropper<T> {
+        let (tx, rx) = std::sync::mpsc::sync_channel::<T>(queue);
         let thread = std::thread::spawn(move || rx.into_iter().for_each(drop));
         Dropper { tx, thread }
     }
@@ -240,7 +242,7 @@ mod tests {
     #[test]
     fn a_dropper_has_dropped_everything_when_finish_returns() {
         let counted = Arc::new(());
-        let dropper = Dropper::start();
+        let dropper = Dropper::start(3);
         for _ in 0..100 {
             dropper.drop_later(Arc::clone(&counted));
         }

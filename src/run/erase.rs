@@ -17,6 +17,11 @@ use crate::dataset::scan::SubjectPath;
 use crate::dataset::{self, Discovery, InputFile};
 use crate::error::{Error, Result};
 use crate::exec::{self, Progress, ProgressMode};
+
+/// Replaced originals that may wait for their handle to be closed (see `AtomicFile::replace`):
+/// each keeps its disk space until then, so a sweep on a nearly full disk needs at most this
+/// many originals' worth of room beyond the rewrites in progress.
+const REPLACED_IN_FLIGHT: usize = 2;
 use crate::job::{EmbeddingSpec, EraseSpec, InputSpec, Job, Layout, DEFAULT_INCLUDE};
 use crate::ops::embeddings::{self, names_an_entry};
 use crate::ops::erase::{EraseRule, Erased, Ledger, Pending, Sweep};
@@ -267,7 +272,8 @@ pub fn run(job: &Job, args: &RunArgs, started: Timestamp, as_of: Timestamp) -> R
         .map(|f| f.bytes)
         .sum();
     let ledger = JournalLedger(&journal);
-    let replaced = exec::Dropper::start();
+    // Replaced originals waiting to be closed: each holds its disk space until then.
+    let replaced = exec::Dropper::start(REPLACED_IN_FLIGHT);
     let (outcomes, verification_rows) = exec::with_pool(args.threads, || {
         let progress = Progress::start(mode, "swept", total_files, total_bytes);
         let on_rows = |n| progress.add_rows(n);

@@ -252,15 +252,7 @@ mod tests {
 
     /// Bytes that differ at every offset, so a misplaced block changes the digest.
     fn bytes(len: usize, seed: u64) -> Vec<u8> {
-        let mut x = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
-        (0..len)
-            .map(|_| {
-                x ^= x << 13;
-                x ^= x >> 7;
-                x ^= x << 17;
-                x as u8
-            })
-            .collect()
+        Rng(seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1).bytes(len)
     }
 
     #[test]
@@ -350,7 +342,9 @@ mod tests {
         assert_eq!(h.hex(), reference(&data));
     }
 
+    /// xorshift64: reproducible bytes and piece sizes.
     struct Rng(u64);
+
     impl Rng {
         fn next(&mut self) -> u64 {
             self.0 ^= self.0 << 13;

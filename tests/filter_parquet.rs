@@ -355,10 +355,32 @@ fn a_column_whose_dictionary_fell_back_is_rewritten_plain_and_the_rest_keep_thei
         .build();
     let mut bytes = Vec::new();
     let mut w =
-        parquet::arrow::ArrowWriter::try_new(&mut bytes, batch.schema(), Some(props)).unwrap();
+        parquet::arrow::ArrowWriter::try_new(&mut bytes, batch.schema(), Some(props.clone()))
+            .unwrap();
     w.write(&batch).unwrap();
     w.close().unwrap();
     env.write("data/a.parquet", &bytes);
+    // The same rows, then a row group where `doc` repeats one value: there the dictionary
+    // held, so the column keeps it.
+    let few = RecordBatch::try_from_iter([
+        (
+            "doc",
+            Arc::new(StringArray::from(vec!["same"; 8])) as ArrayRef,
+        ),
+        (
+            "user_id",
+            Arc::new(StringArray::from(vec!["alice"; 8])) as ArrayRef,
+        ),
+    ])
+    .unwrap();
+    let mut mixed = Vec::new();
+    let mut w =
+        parquet::arrow::ArrowWriter::try_new(&mut mixed, batch.schema(), Some(props)).unwrap();
+    w.write(&batch).unwrap();
+    w.flush().unwrap();
+    w.write(&few).unwrap();
+    w.close().unwrap();
+    env.write("data/b.parquet", &mixed);
     env.filter_job(
         "snapshot = \"consent.db\"\npurpose = \"model_training\"",
         "user_id",
@@ -396,6 +418,11 @@ fn a_column_whose_dictionary_fell_back_is_rewritten_plain_and_the_rest_keep_thei
         "doc is written plain from the start"
     );
     assert_eq!(user_out, (true, false), "user_id keeps its dictionary");
+    let (doc_b, _) = chunks(&env.path("out/b.parquet"));
+    assert!(
+        doc_b.0,
+        "doc keeps its dictionary where one row group's held"
+    );
     let want: Vec<String> = (0..400)
         .filter(|i| i % 4 == 0 || i % 4 == 3)
         .map(|i| format!("doc-{i:04}"))

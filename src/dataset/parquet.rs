@@ -307,16 +307,23 @@ fn descend(
     Ok((column, nulls))
 }
 
-/// Whether a column's rewrite should be dictionary-encoded: when the input chunk was, and
-/// none of its data pages fell back to another encoding (the writer gave up on the
-/// dictionary there, its values being too many; building one again would only be undone).
-fn keeps_dictionary(chunk: &ColumnChunkMetaData) -> bool {
-    let fell_back = chunk.page_encoding_stats_mask().is_some_and(|data_pages| {
-        data_pages
-            .encodings()
-            .any(|e| !matches!(e, Encoding::PLAIN_DICTIONARY | Encoding::RLE_DICTIONARY))
-    });
-    chunk.dictionary_page_offset().is_some() && !fell_back
+/// Whether column `c`'s rewrite should be dictionary-encoded: when the input's first row
+/// group encoded it so, unless in every row group some data pages fell back to another
+/// encoding (the writer gave up on the dictionary there, its values being too many:
+/// building one again would only be undone).
+fn keeps_dictionary(meta: &ParquetMetaData, c: usize) -> bool {
+    let fell_back = |chunk: &ColumnChunkMetaData| {
+        chunk.page_encoding_stats_mask().is_some_and(|data_pages| {
+            data_pages
+                .encodings()
+                .any(|e| !matches!(e, Encoding::PLAIN_DICTIONARY | Encoding::RLE_DICTIONARY))
+        })
+    };
+    meta.row_group(0)
+        .column(c)
+        .dictionary_page_offset()
+        .is_some()
+        && !meta.row_groups().iter().all(|rg| fell_back(rg.column(c)))
 }
 
 /// A Parquet file being written with an input's schema, metadata and codecs.
@@ -335,7 +342,7 @@ impl<W: Write + Send> ParquetOutput<W> {
         if meta.num_row_groups() > 0 {
             for (i, chunk) in meta.row_group(0).columns().iter().enumerate() {
                 let path = ColumnPath::new(schema.column(i).path().parts().to_vec());
-                let dictionary = keeps_dictionary(chunk);
+                let dictionary = keeps_dictionary(meta, i);
                 props = props
                     .set_column_compression(path.clone(), chunk.compression())
                     .set_column_dictionary_enabled(path.clone(), dictionary);

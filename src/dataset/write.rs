@@ -157,6 +157,7 @@ impl Write for AtomicFile {
 /// or FUSE file system instead renames a file still open on this client out of the way
 /// (`.nfsXXXX`, `.fuse_hiddenXXXX`), which would leave a replaced file's rows at a readable
 /// path: there, nothing is held. Magic numbers from `statfs(2)`.
+#[cfg(target_os = "linux")]
 const FREES_ON_LAST_CLOSE: [(u32, &str); 5] = [
     (0xEF53, "ext2/3/4"),
     (0x5846_5342, "xfs"),

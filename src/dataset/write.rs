@@ -282,7 +282,7 @@ mod tests {
         use std::os::unix::fs::MetadataExt;
         let dir = tempfile::tempdir().unwrap();
         let target = dir.path().join("data.jsonl");
-        std::fs::write(&target, b"old\n").unwrap();
+        std::fs::write(&target, b"the old rows\n").unwrap();
         let mut f = AtomicFile::create(&target, 0o600).unwrap();
         f.write_all(b"new\n").unwrap();
         let (w, replaced) = f.replace().unwrap();
@@ -292,7 +292,7 @@ mod tests {
         // nothing is held and the rest still applies.
         if let Some(held) = replaced {
             let meta = held.metadata().unwrap();
-            assert_eq!(meta.len(), 4, "the handle is on the file that was replaced");
+            assert_eq!(meta.len(), 13, "the handle is on the file that was replaced");
             assert_eq!(meta.nlink(), 0, "which is gone from the directory");
         }
         assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 1);

@@ -292,7 +292,11 @@ mod tests {
         // nothing is held and the rest still applies.
         if let Some(held) = replaced {
             let meta = held.metadata().unwrap();
-            assert_eq!(meta.len(), 13, "the handle is on the file that was replaced");
+            assert_eq!(
+                meta.len(),
+                13,
+                "the handle is on the file that was replaced"
+            );
             assert_eq!(meta.nlink(), 0, "which is gone from the directory");
         }
         assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 1);

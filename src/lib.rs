@@ -16,6 +16,8 @@ pub mod job;
 pub mod ops;
 pub mod report;
 pub mod run;
+#[cfg(test)]
+mod testing;
 pub mod time;
 
 use cli::{Cli, Command, ConsentCommand, ReportCommand};

@@ -244,6 +244,7 @@ mod shani {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::testing::Rng;
     use sha2::Digest;
 
     fn reference(data: &[u8]) -> String {
@@ -252,7 +253,7 @@ mod tests {
 
     /// Bytes that differ at every offset, so a misplaced block changes the digest.
     fn bytes(len: usize, seed: u64) -> Vec<u8> {
-        Rng(seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1).bytes(len)
+        Rng(seed).bytes(len)
     }
 
     #[test]
@@ -342,32 +343,15 @@ mod tests {
         assert_eq!(h.hex(), reference(&data));
     }
 
-    /// xorshift64: reproducible bytes and piece sizes.
-    struct Rng(u64);
-
-    impl Rng {
-        fn next(&mut self) -> u64 {
-            self.0 ^= self.0 << 13;
-            self.0 ^= self.0 >> 7;
-            self.0 ^= self.0 << 17;
-            self.0
-        }
-        fn below(&mut self, n: u64) -> u64 {
-            self.next() % n
-        }
-        fn bytes(&mut self, len: usize) -> Vec<u8> {
-            (0..len).map(|_| self.next() as u8).collect()
-        }
-        /// A piece size biased towards block-boundary cases.
-        fn piece(&mut self) -> usize {
-            match self.below(6) {
-                0 => 0,
-                1 => self.below(8) as usize,
-                2 => [55, 56, 57, 63, 64, 65, 119, 120, 127, 128, 129][self.below(11) as usize],
-                3 => 64 * self.below(20) as usize + self.below(3) as usize,
-                4 => self.below(300) as usize,
-                _ => self.below(9000) as usize,
-            }
+    /// A piece size biased towards block-boundary cases.
+    fn piece(r: &mut Rng) -> usize {
+        match r.below(6) {
+            0 => 0,
+            1 => r.below(8),
+            2 => r.pick(&[55, 56, 57, 63, 64, 65, 119, 120, 127, 128, 129]),
+            3 => 64 * r.below(20) + r.below(3),
+            4 => r.below(300),
+            _ => r.below(9000),
         }
     }
 
@@ -454,15 +438,15 @@ mod tests {
     fn randomized_pieces_on_both_streams_with_single_updates_and_peeks() {
         let mut r = Rng(0xDEAD_BEEF_CAFE_F00D);
         for round in 0..60 {
-            let a_len = r.below(20_000) as usize;
-            let b_len = r.below(20_000) as usize;
+            let a_len = r.below(20_000);
+            let b_len = r.below(20_000);
             let a_data = r.bytes(a_len);
             let b_data = r.bytes(b_len);
             let (mut a, mut b) = (Sha256::new(), Sha256::new());
             let (mut ia, mut ib) = (0usize, 0usize);
             while ia < a_len || ib < b_len {
-                let mut na = r.piece().min(a_len - ia);
-                let mut nb = r.piece().min(b_len - ib);
+                let mut na = piece(&mut r).min(a_len - ia);
+                let mut nb = piece(&mut r).min(b_len - ib);
                 match r.below(8) {
                     0 => {
                         nb = 0;

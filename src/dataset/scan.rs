@@ -837,6 +837,7 @@ impl BitStack {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::testing::Rng;
 
     fn path(p: &str) -> SubjectPath {
         SubjectPath::parse(p).expect("test path is valid")
@@ -1319,31 +1320,6 @@ mod tests {
             br#"{"user_id":123456789012345678901234567890,"#,
             |t| { t == "123456789012345678901234567890" }
         ));
-    }
-
-    /// Seeded SplitMix64; good enough for test generation.
-    struct Rng(u64);
-
-    impl Rng {
-        fn next(&mut self) -> u64 {
-            self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
-            let mut z = self.0;
-            z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-            z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-            z ^ (z >> 31)
-        }
-
-        fn below(&mut self, n: usize) -> usize {
-            (self.next() % n as u64) as usize
-        }
-
-        fn chance(&mut self, percent: usize) -> bool {
-            self.below(100) < percent
-        }
-
-        fn pick<T: Copy>(&mut self, items: &[T]) -> T {
-            items[self.below(items.len())]
-        }
     }
 
     mod reference {

@@ -849,28 +849,6 @@ fn a_corrupt_compressed_file_fails_alone_and_leaves_no_output() {
 // Large files
 // ---------------------------------------------------------------------------------------
 
-/// xorshift64*: a fixed-seed generator so the large dataset is the same on every run.
-struct Rng(u64);
-
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 ^= self.0 >> 12;
-        self.0 ^= self.0 << 25;
-        self.0 ^= self.0 >> 27;
-        self.0.wrapping_mul(0x2545_F491_4F6C_DD1D)
-    }
-
-    fn below(&mut self, n: u64) -> u64 {
-        self.next() % n
-    }
-
-    fn text(&mut self, len: usize) -> String {
-        (0..len)
-            .map(|_| (b'a' + self.below(26) as u8) as char)
-            .collect()
-    }
-}
-
 /// A generated dataset: its bytes, the bytes a filter keeps, and its counts.
 struct Generated {
     input: Vec<u8>,

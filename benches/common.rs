@@ -27,6 +27,10 @@ impl Rng {
     pub fn below(&mut self, n: u64) -> u64 {
         self.next() % n
     }
+
+    pub fn chance(&mut self, per_mille: u64) -> bool {
+        self.below(1000) < per_mille
+    }
 }
 
 /// Lines shaped like the pre-training corpus of `compare.py`: ~800 bytes, subject `u%08d`.

@@ -23,6 +23,9 @@ use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
+mod common;
+
+use common::Rng;
 use consentry::consent::{self, Rules, SchemaKind};
 use consentry::time::Timestamp;
 use criterion::{
@@ -46,30 +49,14 @@ const T_END: i64 = 1_767_225_600;
 const MT: &str = "model_training";
 const AN: &str = "analytics";
 
-/// A small xorshift generator: the bench data is the same on every run.
-struct Rng(u64);
+/// A first event time.
+fn start(rng: &mut Rng) -> i64 {
+    T_START + rng.below((T_END - T_START) as u64) as i64
+}
 
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 ^= self.0 << 13;
-        self.0 ^= self.0 >> 7;
-        self.0 ^= self.0 << 17;
-        self.0
-    }
-    fn below(&mut self, n: u64) -> u64 {
-        self.next() % n
-    }
-    fn chance(&mut self, per_mille: u64) -> bool {
-        self.below(1000) < per_mille
-    }
-    /// A first event time.
-    fn start(&mut self) -> i64 {
-        T_START + self.below((T_END - T_START) as u64) as i64
-    }
-    /// The gap to a subject's next event: one to sixty days.
-    fn step(&mut self) -> i64 {
-        DAY + self.below(59 * DAY as u64) as i64
-    }
+/// The gap to a subject's next event: one to sixty days.
+fn step(rng: &mut Rng) -> i64 {
+    DAY + rng.below(59 * DAY as u64) as i64
 }
 
 /// What generation produced, and what loading it must find.
@@ -136,10 +123,10 @@ fn pending(purpose: &'static str, t: i64) -> Event {
 /// Picks one scenario of exactly `k` (1..=4) records for a subject, pushes its events, and
 /// returns whether the subject is judged for `model_training` and whether it is valid.
 fn scenario(k: u64, rng: &mut Rng, ev: &mut Vec<Event>) -> (bool, bool) {
-    let t0 = rng.start();
-    let t1 = t0 + rng.step();
-    let t2 = t1 + rng.step();
-    let t3 = t2 + rng.step();
+    let t0 = start(rng);
+    let t1 = t0 + step(rng);
+    let t2 = t1 + step(rng);
+    let t3 = t2 + step(rng);
     let r = rng.below(1000);
     match k {
         1 if r < 550 => {
@@ -193,7 +180,7 @@ fn scenario(k: u64, rng: &mut Rng, ev: &mut Vec<Event>) -> (bool, bool) {
         }
         3 if r < 700 => {
             // Expired, then renewed after the expiry.
-            let renewed = t0 + 180 * DAY + rng.step();
+            let renewed = t0 + 180 * DAY + step(rng);
             ev.push(grant(MT, t0, Some(t0 + 180 * DAY), false));
             ev.push(grant(MT, renewed, None, false));
             ev.push(grant(AN, t1, None, false));

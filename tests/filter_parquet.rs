@@ -4,6 +4,9 @@
 use std::fs::File;
 use std::path::Path;
 
+use arrow::array::RecordBatch;
+use parquet::arrow::ArrowWriter;
+use parquet::file::properties::WriterProperties;
 use parquet::file::reader::{FileReader, SerializedFileReader};
 
 use crate::util::*;
@@ -23,17 +26,37 @@ fn consent(env: &Env) {
     );
 }
 
-/// Runs a filter job over one fixture and checks the output against the input.
-fn filter_one(name: &str, subject_field: &str, expected_docs: &[&str]) -> Env {
-    let env = Env::new();
-    consent(&env);
-    env.write(&format!("data/{name}"), fixture(name));
+/// Writes a filter job over `data/` (into `out/`) by the `model_training` consent of
+/// `consent.db`, and runs it.
+fn filter(env: &Env, subject_field: &str, flags: &[&str]) -> Output {
     env.filter_job(
         "snapshot = \"consent.db\"\npurpose = \"model_training\"",
         subject_field,
         "",
     );
-    env.run(&["run", "job.toml", "--no-progress"]).expect(0);
+    let mut args = vec!["run", "job.toml", "--no-progress"];
+    args.extend(flags);
+    env.run(&args)
+}
+
+/// A Parquet file holding each batch as a row group of its own.
+fn parquet_of(batches: &[&RecordBatch], props: WriterProperties) -> Vec<u8> {
+    let mut bytes = Vec::new();
+    let mut w = ArrowWriter::try_new(&mut bytes, batches[0].schema(), Some(props)).unwrap();
+    for batch in batches {
+        w.write(batch).unwrap();
+        w.flush().unwrap();
+    }
+    w.close().unwrap();
+    bytes
+}
+
+/// Runs a filter job over one fixture and checks the output against the input.
+fn filter_one(name: &str, subject_field: &str, expected_docs: &[&str]) -> Env {
+    let env = Env::new();
+    consent(&env);
+    env.write(&format!("data/{name}"), fixture(name));
+    filter(&env, subject_field, &[]).expect(0);
     let (input, output) = (
         env.path(&format!("data/{name}")),
         env.path(&format!("out/{name}")),
@@ -168,25 +191,11 @@ fn a_row_group_that_loses_no_row_is_copied_encoded() {
         arrow::array::BooleanArray::from(vec![true, false, false, true, false, false, false, true]);
     let alices = arrow::compute::filter_record_batch(&batch, &keep).unwrap();
     let rest = batch.slice(1, 2);
-    let file = File::create(env.path("data/a.parquet")).ok().or_else(|| {
-        std::fs::create_dir_all(env.path("data")).unwrap();
-        File::create(env.path("data/a.parquet")).ok()
-    });
-    let props = parquet::file::properties::WriterProperties::builder()
+    let props = WriterProperties::builder()
         .set_compression(parquet::basic::Compression::SNAPPY)
         .build();
-    let mut w =
-        parquet::arrow::ArrowWriter::try_new(file.unwrap(), batch.schema(), Some(props)).unwrap();
-    w.write(&alices).unwrap();
-    w.flush().unwrap();
-    w.write(&rest).unwrap();
-    w.close().unwrap();
-    env.filter_job(
-        "snapshot = \"consent.db\"\npurpose = \"model_training\"",
-        "user_id",
-        "",
-    );
-    env.run(&["run", "job.toml", "--no-progress"]).expect(0);
+    env.write("data/a.parquet", parquet_of(&[&alices, &rest], props));
+    filter(&env, "user_id", &[]).expect(0);
     let chunk_bytes = |path: &Path, rg: usize| -> Vec<Vec<u8>> {
         let bytes = std::fs::read(path).unwrap();
         let r = SerializedFileReader::new(File::open(path).unwrap()).unwrap();
@@ -254,12 +263,7 @@ fn corrupt_or_unsuitable_parquet_fails_alone() {
     env.write("data/empty.parquet", b"");
     env.write("data/text.parquet", b"not parquet at all, PAR1");
     env.write("data/other.parquet", fixture("pyarrow-nested-gzip.parquet"));
-    env.filter_job(
-        "snapshot = \"consent.db\"\npurpose = \"model_training\"",
-        "user_id",
-        "",
-    );
-    let out = env.run(&["run", "job.toml", "--no-progress"]).expect(1);
+    let out = filter(&env, "user_id", &[]).expect(1);
     assert!(out.stdout.contains("partial"), "{}", out.stdout);
     let p = env.last_statement();
     let inputs = p["predicate"]["inputs"].as_array().unwrap();
@@ -312,13 +316,7 @@ fn jsonl_and_parquet_in_one_tree() {
         "data/b/rows.jsonl",
         "{\"user_id\":\"alice\"}\n{\"user_id\":\"bob\"}\n",
     );
-    env.filter_job(
-        "snapshot = \"consent.db\"\npurpose = \"model_training\"",
-        "user_id",
-        "",
-    );
-    env.run(&["run", "job.toml", "--no-progress", "--threads", "1"])
-        .expect(0);
+    filter(&env, "user_id", &["--threads", "1"]).expect(0);
     assert_eq!(
         env.read_string("out/b/rows.jsonl"),
         "{\"user_id\":\"alice\"}\n"
@@ -333,7 +331,7 @@ fn jsonl_and_parquet_in_one_tree() {
 
 #[test]
 fn a_column_whose_dictionary_fell_back_is_rewritten_plain_and_the_rest_keep_theirs() {
-    use arrow::array::{ArrayRef, RecordBatch, StringArray};
+    use arrow::array::{ArrayRef, StringArray};
     use parquet::basic::Encoding;
     use std::sync::Arc;
     let env = Env::new();
@@ -348,18 +346,12 @@ fn a_column_whose_dictionary_fell_back_is_rewritten_plain_and_the_rest_keep_thei
         ("user_id", Arc::new(StringArray::from(subjects)) as ArrayRef),
     ])
     .unwrap();
-    let props = parquet::file::properties::WriterProperties::builder()
+    let props = WriterProperties::builder()
         .set_dictionary_page_size_limit(64)
         .set_data_page_row_count_limit(50)
         .set_write_batch_size(50)
         .build();
-    let mut bytes = Vec::new();
-    let mut w =
-        parquet::arrow::ArrowWriter::try_new(&mut bytes, batch.schema(), Some(props.clone()))
-            .unwrap();
-    w.write(&batch).unwrap();
-    w.close().unwrap();
-    env.write("data/a.parquet", &bytes);
+    env.write("data/a.parquet", parquet_of(&[&batch], props.clone()));
     // The same rows, then a row group where `doc` repeats one value: there the dictionary
     // held, so the column keeps it.
     let few = RecordBatch::try_from_iter([
@@ -373,20 +365,8 @@ fn a_column_whose_dictionary_fell_back_is_rewritten_plain_and_the_rest_keep_thei
         ),
     ])
     .unwrap();
-    let mut mixed = Vec::new();
-    let mut w =
-        parquet::arrow::ArrowWriter::try_new(&mut mixed, batch.schema(), Some(props)).unwrap();
-    w.write(&batch).unwrap();
-    w.flush().unwrap();
-    w.write(&few).unwrap();
-    w.close().unwrap();
-    env.write("data/b.parquet", &mixed);
-    env.filter_job(
-        "snapshot = \"consent.db\"\npurpose = \"model_training\"",
-        "user_id",
-        "",
-    );
-    env.run(&["run", "job.toml", "--no-progress"]).expect(0);
+    env.write("data/b.parquet", parquet_of(&[&batch, &few], props));
+    filter(&env, "user_id", &[]).expect(0);
 
     let chunks = |path: &Path| {
         let r = SerializedFileReader::new(File::open(path).unwrap()).unwrap();
@@ -438,7 +418,7 @@ fn a_column_whose_dictionary_fell_back_is_rewritten_plain_and_the_rest_keep_thei
 fn every_column_type_comes_back_exactly_minus_the_dropped_rows() {
     use arrow::array::{
         ArrayRef, BinaryArray, BooleanArray, DictionaryArray, Int32Array, LargeStringArray,
-        ListBuilder, RecordBatch, StringArray, StringBuilder, StructArray,
+        ListBuilder, StringArray, StringBuilder, StructArray,
     };
     use arrow::datatypes::{DataType, Field, Int32Type};
     use std::sync::Arc;
@@ -516,24 +496,14 @@ fn every_column_type_comes_back_exactly_minus_the_dropped_rows() {
         ),
     ])
     .unwrap();
-    let props = parquet::file::properties::WriterProperties::builder()
+    let props = WriterProperties::builder()
         .set_compression(parquet::basic::Compression::ZSTD(Default::default()))
         .set_max_row_group_row_count(Some(1000))
         .set_data_page_row_count_limit(128)
         .set_write_batch_size(128)
         .build();
-    let mut bytes = Vec::new();
-    let mut w =
-        parquet::arrow::ArrowWriter::try_new(&mut bytes, batch.schema(), Some(props)).unwrap();
-    w.write(&batch).unwrap();
-    w.close().unwrap();
-    env.write("data/a.parquet", &bytes);
-    env.filter_job(
-        "snapshot = \"consent.db\"\npurpose = \"model_training\"",
-        "user_id",
-        "",
-    );
-    env.run(&["run", "job.toml", "--no-progress"]).expect(0);
+    env.write("data/a.parquet", parquet_of(&[&batch], props));
+    filter(&env, "user_id", &[]).expect(0);
 
     // alice (i % 4 == 0) and 1 (i % 4 == 3) stay.
     let keep = BooleanArray::from_iter((0..n).map(|i| Some(i % 4 == 0 || i % 4 == 3)));

@@ -7,7 +7,7 @@
 //! and are quoted; nothing from a job spec or the command line is spliced into SQL.
 
 use std::borrow::Cow;
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
 use rusqlite::config::DbConfig;
@@ -436,34 +436,10 @@ fn unchecked_rules(plan: &Plan, rules: &Rules) -> Vec<String> {
     out
 }
 
-/// The purposes whose records derive `purpose` for some subject (`derived_purposes` lists it).
-fn derivers_of(db: &Db<'_>, plan: &Plan, purpose: &str) -> Result<Vec<String>> {
-    let (Some(p), Some(d)) = (plan.cols.get("purpose"), plan.cols.get("derived_purposes")) else {
-        return Ok(Vec::new());
-    };
-    let sql = format!(
-        "SELECT DISTINCT {p}, {d} FROM {t} WHERE {d} IS NOT NULL AND {p} IS NOT ?1",
-        t = plan.table
-    );
-    let mut stmt = db.conn.prepare(&sql).map_err(|e| db.sqlite(e))?;
-    let mut rows = stmt.query([purpose]).map_err(|e| db.sqlite(e))?;
-    let mut found = BTreeSet::new();
-    while let Some(row) = rows.next().map_err(|e| db.sqlite(e))? {
-        let (Ok(ValueRef::Text(q)), Ok(list)) = (row.get_ref(0), row.get_ref(1)) else {
-            continue;
-        };
-        let list = json_list(list)
-            .map_err(|e| db.err(format!("table {}: derived_purposes {e}", plan.table)))?;
-        if list.iter().any(|x| x == purpose) {
-            found.insert(String::from_utf8_lossy(q).into_owned());
-        }
-    }
-    Ok(found.into_iter().collect())
-}
-
-/// The purposes that derive `purpose` (like `derivers_of`) and, in the same scan, per deriving purpose the subjects that have
-/// a record of it listing `purpose` (at any time: a superset of those for which it derives
-/// at `as_of`, which `scan` still decides). Records of a deriving purpose for any other
+/// The purposes whose records derive `purpose` for some subject (`derived_purposes` lists
+/// it) and, in the same scan, per deriving purpose the subjects that have a record of it
+/// listing `purpose` (at any time: a superset of those for which it derives at `as_of`,
+/// which `scan` still decides). Records of a deriving purpose for any other
 /// subject cannot change a verdict, so `judge_all` keeps no state for them.
 fn derivers_with_subjects(
     db: &Db<'_>,
@@ -875,7 +851,7 @@ pub fn explain(
     };
     let plan = db.plan(&schema)?;
     db.conn.execute_batch("BEGIN").map_err(|e| db.sqlite(e))?;
-    let derivers = derivers_of(&db, &plan, purpose)?;
+    let (derivers, _) = derivers_with_subjects(&db, &plan, purpose)?;
     let mut own = State::EMPTY;
     let mut own_decider = None;
     let mut by_deriver: BTreeMap<u16, (State, bool, Option<String>)> = BTreeMap::new();

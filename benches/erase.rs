@@ -16,7 +16,7 @@ use common::corpus;
 use consentry::dataset::scan::SubjectPath;
 use consentry::dataset::{Codec, Format, InputFile};
 use consentry::ops::erase::{EraseRule, Erased, Sweep};
-use consentry::ops::rows::Engine;
+use consentry::ops::rows::{Engine, CHUNK_SIZE};
 use criterion::{criterion_group, criterion_main, BatchSize, Criterion, Throughput};
 use parquet::arrow::ArrowWriter;
 use parquet::file::properties::WriterProperties;
@@ -89,7 +89,7 @@ fn bench(c: &mut Criterion) {
         engine: Engine {
             subject: &subject,
             hash: true,
-            chunk_size: 4 << 20,
+            chunk_size: CHUNK_SIZE,
             chunks_per_batch: 4,
             on_read: Arc::new(|_n| {}),
             on_rows: &on_rows,

@@ -14,7 +14,7 @@ use consentry::consent;
 use consentry::dataset::scan::{classify, Line, SubjectPath};
 use consentry::dataset::{Codec, Format, InputFile};
 use consentry::ops::filter::{ConsentRule, Filter};
-use consentry::ops::rows::Engine;
+use consentry::ops::rows::{Engine, CHUNK_SIZE};
 use criterion::{criterion_group, criterion_main, BatchSize, Criterion, Throughput};
 
 fn expected_kept(data: &[u8], snapshot: &consent::Snapshot, path: &SubjectPath) -> u64 {
@@ -65,7 +65,7 @@ fn bench(c: &mut Criterion) {
         engine: Engine {
             subject: &path,
             hash: true,
-            chunk_size: 4 << 20,
+            chunk_size: CHUNK_SIZE,
             chunks_per_batch: 4,
             on_read: Arc::new(|_n| {}),
             on_rows: &on_rows,

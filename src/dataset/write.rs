@@ -7,7 +7,7 @@
 //! swept by the next run.
 
 use std::fs::File;
-use std::io::{self, IoSlice, Write};
+use std::io::{self, IoSlice, Read, Write};
 use std::ops::Range;
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
@@ -79,6 +79,25 @@ impl AtomicFile {
         self.hasher.hex()
     }
 
+    /// Starts the still-empty file with the first `len` bytes of `src`, copied inside the
+    /// kernel where the file system allows (`copy_file_range`), and takes `digest` as their
+    /// hash: the caller hashed those bytes when it read them. Fails if `src` holds fewer.
+    pub fn splice(&mut self, src: File, len: u64, digest: Sha256) -> io::Result<()> {
+        if self.bytes != 0 {
+            return Err(io::Error::other("splice into a file already written to"));
+        }
+        let copied = io::copy(&mut src.take(len), self.temp.as_file_mut())?;
+        if copied != len {
+            return Err(io::Error::new(
+                io::ErrorKind::UnexpectedEof,
+                format!("the file shrank while being read ({copied} of {len} bytes left)"),
+            ));
+        }
+        self.hasher = digest;
+        self.wrote(len);
+        Ok(())
+    }
+
     /// Writes the `kept` ranges of `data` (in order, not overlapping) straight from it, and
     /// hashes them. With `input`, all of `data` also goes into that stream, each kept range
     /// hashed side by side with its copy in this file's (two streams hash faster on one core
@@ -117,15 +136,15 @@ impl AtomicFile {
                     Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
                     Err(e) => return Err(e),
                 };
-                self.wrote(n);
+                self.wrote(n as u64);
                 IoSlice::advance_slices(&mut rest, n);
             }
         }
         Ok(())
     }
 
-    fn wrote(&mut self, n: usize) {
-        self.bytes += n as u64;
+    fn wrote(&mut self, n: u64) {
+        self.bytes += n;
         if self.bytes - self.flushed >= WRITEBACK_WINDOW {
             start_writeback(self.temp.as_file(), self.flushed, self.bytes - self.flushed);
             self.flushed = self.bytes;
@@ -172,7 +191,7 @@ impl Write for AtomicFile {
     fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
         let n = self.temp.as_file_mut().write(buf)?;
         self.hasher.update(&buf[..n]);
-        self.wrote(n);
+        self.wrote(n as u64);
         Ok(n)
     }
 
@@ -322,6 +341,45 @@ mod tests {
                 );
             }
         }
+    }
+
+    #[test]
+    fn a_spliced_prefix_is_copied_whole_and_carries_the_callers_digest() {
+        let dir = tempfile::tempdir().unwrap();
+        let source = dir.path().join("in");
+        let data = crate::testing::Rng(3).bytes(3 << 20);
+        std::fs::write(&source, &data).unwrap();
+        let prefix = (2 << 20) + 17;
+        let mut digest = Sha256::new();
+        digest.update(&data[..prefix]);
+
+        let target = dir.path().join("out");
+        let mut f = AtomicFile::create(&target, 0o600).unwrap();
+        f.splice(File::open(&source).unwrap(), prefix as u64, digest)
+            .unwrap();
+        f.write_all(b"tail").unwrap();
+        let w = f.commit(Replace::Never).unwrap();
+        let expected = [&data[..prefix], b"tail"].concat();
+        assert_eq!(std::fs::read(&target).unwrap(), expected);
+        assert_eq!(w.sha256, sha(&expected));
+        assert_eq!(w.bytes, expected.len() as u64);
+
+        // A source shorter than the prefix asked for, or a file already begun, is an error.
+        let short = AtomicFile::create(&dir.path().join("short"), 0o600);
+        let err = short
+            .unwrap()
+            .splice(
+                File::open(&source).unwrap(),
+                data.len() as u64 + 1,
+                Sha256::new(),
+            )
+            .unwrap_err();
+        assert_eq!(err.kind(), io::ErrorKind::UnexpectedEof);
+        let mut begun = AtomicFile::create(&dir.path().join("begun"), 0o600).unwrap();
+        begun.write_all(b"x").unwrap();
+        assert!(begun
+            .splice(File::open(&source).unwrap(), 1, Sha256::new())
+            .is_err());
     }
 
     #[test]

@@ -172,11 +172,15 @@ impl<'a> Engine<'a> {
                 (self.on_rows)(chunk_counts.rows_in);
                 counts += chunk_counts;
                 if let (None, Some(make), true) = (&out, lazy, chunk_counts.dropped() > 0) {
+                    // The unchanged prefix is copied from the file as it stands; its
+                    // digest so far is the input's, which has hashed exactly that prefix.
                     let mut f = make()?;
-                    let mut prefix = std::fs::File::open(path)
-                        .map_err(|e| format!("cannot read: {e}"))?
-                        .take(consumed);
-                    io::copy(&mut prefix, &mut f).map_err(write_err)?;
+                    let src = std::fs::File::open(path).map_err(|e| format!("cannot read: {e}"))?;
+                    match &chunk_hash {
+                        Some(prefix) => f.splice(src, consumed, prefix.clone()),
+                        None => io::copy(&mut src.take(consumed), &mut f).map(drop),
+                    }
+                    .map_err(write_err)?;
                     wrote = consumed > 0;
                     out = Some(f);
                 }

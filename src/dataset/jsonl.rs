@@ -92,12 +92,13 @@ impl LineReader {
             stats: Arc::clone(&stats),
             on_read,
         };
-        // Reads of a chunk's size bypass this buffer; it serves the decompressors.
-        let buffered = BufReader::with_capacity(1 << 20, raw);
+        // Plain chunks are read straight into their own buffers (a buffer in between would
+        // copy every byte once more); the decompressors read in small pieces and get one.
+        let buffered = |raw| BufReader::with_capacity(1 << 20, raw);
         let src: Box<dyn Read + Send> = match codec {
-            Codec::None => Box::new(buffered),
-            Codec::Gzip => Box::new(flate2::read::MultiGzDecoder::new(buffered)),
-            Codec::Zstd => Box::new(zstd::stream::read::Decoder::with_buffer(buffered)?),
+            Codec::None => Box::new(raw),
+            Codec::Gzip => Box::new(flate2::read::MultiGzDecoder::new(buffered(raw))),
+            Codec::Zstd => Box::new(zstd::stream::read::Decoder::with_buffer(buffered(raw))?),
         };
         Ok(LineReader {
             src,

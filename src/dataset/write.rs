@@ -124,8 +124,10 @@ impl AtomicFile {
                 .for_each(|r| self.hasher.update(&data[r.clone()])),
         }
         for group in kept.chunks(MAX_SLICES) {
+            // An empty slice left alone at the end would make writev return 0.
             let mut slices: Vec<IoSlice<'_>> = group
                 .iter()
+                .filter(|r| !r.is_empty())
                 .map(|r| IoSlice::new(&data[r.clone()]))
                 .collect();
             let mut rest = &mut slices[..];

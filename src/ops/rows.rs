@@ -140,7 +140,9 @@ impl<'a> Engine<'a> {
         let (mut out, lazy) = match sink {
             Sink::None => (None, None),
             Sink::Now(f) => (Some(f), None),
-            Sink::OnFirstDrop(make) => (None, Some(make)),
+            // The prefix it copies is counted in decompressed bytes: plain files only.
+            Sink::OnFirstDrop(make) if codec == Codec::None => (None, Some(make)),
+            Sink::OnFirstDrop(_) => return Err("a lazy sink needs plain JSONL".into()),
         };
         // Bytes of the chunks judged so far (for a lazy sink: the prefix to copy unchanged).
         let mut consumed = 0u64;
@@ -452,6 +454,47 @@ mod tests {
             v.push((name, f));
         }
         v
+    }
+
+    #[test]
+    fn a_lazy_sink_without_input_hashing_still_writes_and_hashes_its_prefix() {
+        let dir = tempfile::tempdir().unwrap();
+        let subject = SubjectPath::parse("user_id").unwrap();
+        let on_rows = |_n: u64| {};
+        let (_, file) = inputs()
+            .into_iter()
+            .find(|(name, _)| *name == "only the last dropped")
+            .unwrap();
+        let input = dir.path().join("in.jsonl");
+        std::fs::write(&input, &file).unwrap();
+        let out = dir.path().join("out.jsonl");
+        let engine = Engine {
+            subject: &subject,
+            hash: false,
+            chunk_size: 4096,
+            chunks_per_batch: 2,
+            on_read: Arc::new(|_| {}),
+            on_rows: &on_rows,
+        };
+        let make = || AtomicFile::create(&out, 0o600).map_err(|e| e.to_string());
+        let pass = engine
+            .jsonl(&input, Codec::None, &DropMarked, Sink::OnFirstDrop(&make))
+            .unwrap();
+        let w = pass
+            .sink
+            .unwrap()
+            .commit(crate::dataset::write::Replace::Never)
+            .unwrap();
+        let written = std::fs::read(&out).unwrap();
+        assert_eq!(written, kept(&file));
+        assert_eq!(w.sha256, sha(&written));
+        let zst = dir.path().join("in.jsonl.zst");
+        std::fs::write(&zst, zstd::encode_all(&file[..], 1).unwrap()).unwrap();
+        let refused = engine.jsonl(&zst, Codec::Zstd, &DropMarked, Sink::OnFirstDrop(&make));
+        assert!(
+            refused.is_err(),
+            "a compressed file's prefix is not its bytes"
+        );
     }
 
     #[test]

@@ -1,4 +1,5 @@
-//! Test support shared by the unit tests: a seeded generator for random inputs.
+//! Test support shared by the unit tests and (through `tests/util.rs`) the integration tests: a
+//! seeded generator for random inputs.
 
 /// Seeded SplitMix64: the same inputs on every run, good enough for test generation.
 pub struct Rng(pub u64);

@@ -879,8 +879,8 @@ fn generate(seed: u64, lines: usize, long: &[(usize, usize, bool)]) -> Generated
         dropped: BTreeMap::new(),
     };
     for i in 0..lines {
-        let pad_len = 180 + rng.below(80) as usize;
-        let pad = rng.text(pad_len);
+        let pad_len = 180 + rng.below(80);
+        let pad = text(&mut rng, pad_len);
         let (line, reason): (String, Option<&str>) = if i + 1 == lines {
             (
                 format!("{{\"user_id\":\"u3\",\"i\":{i},\"end\":true}}"),
@@ -890,7 +890,7 @@ fn generate(seed: u64, lines: usize, long: &[(usize, usize, bool)]) -> Generated
             let user = if keep { "u7" } else { "x7" };
             let line = format!(
                 "{{\"i\":{i},\"user_id\":\"{user}\",\"text\":\"{}\"}}\n",
-                rng.text(len)
+                text(&mut rng, len)
             );
             (line, (!keep).then_some("no_consent"))
         } else {
@@ -925,10 +925,10 @@ fn generate(seed: u64, lines: usize, long: &[(usize, usize, bool)]) -> Generated
                 ),
                 15 => {
                     let whole = format!("{{\"i\":{i},\"user_id\":\"u1\",\"text\":\"{pad}\"}}");
-                    let cut = 1 + rng.below(whole.len() as u64 - 1) as usize;
+                    let cut = 1 + rng.below(whole.len() - 1);
                     (format!("{}\n", &whole[..cut]), Some("malformed"))
                 }
-                16 => (" ".repeat(rng.below(4) as usize) + "\n", Some("blank")),
+                16 => (" ".repeat(rng.below(4)) + "\n", Some("blank")),
                 17 => (
                     format!("{{\"i\":{i},\"text\":\"{pad}\"}}\n"),
                     Some("missing_subject"),

@@ -208,26 +208,14 @@ pub fn docs(path: &Path) -> Vec<String> {
     docs_of(&read_all(path))
 }
 
-/// Seeded SplitMix64: generated datasets are the same on every run.
-pub struct Rng(pub u64);
+/// The unit tests' seeded generator, so both test crates draw the same way.
+#[path = "../src/testing.rs"]
+mod testing;
+pub use testing::Rng;
 
-impl Rng {
-    pub fn next(&mut self) -> u64 {
-        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
-        let mut z = self.0;
-        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-        z ^ (z >> 31)
-    }
-
-    pub fn below(&mut self, n: u64) -> u64 {
-        self.next() % n
-    }
-
-    /// `len` lowercase ASCII letters.
-    pub fn text(&mut self, len: usize) -> String {
-        (0..len)
-            .map(|_| (b'a' + self.below(26) as u8) as char)
-            .collect()
-    }
+/// `len` lowercase ASCII letters.
+pub fn text(rng: &mut Rng, len: usize) -> String {
+    (0..len)
+        .map(|_| (b'a' + rng.below(26) as u8) as char)
+        .collect()
 }

@@ -318,6 +318,12 @@ impl Snapshot {
             .unwrap_or(Verdict::NoConsent)
     }
 
+    /// Starts fetching what `verdict(subject)` will read, for a caller with other work to do
+    /// before it asks (see `SubjectTable::prefetch`).
+    pub fn prefetch(&self, subject: &str) {
+        self.subjects.prefetch(subject);
+    }
+
     pub fn counts(&self) -> SubjectCounts {
         let mut counts = SubjectCounts::default();
         for (_, v) in self.subjects.iter() {

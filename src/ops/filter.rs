@@ -33,6 +33,12 @@ impl RowRule for ConsentRule<'_> {
         }
     }
 
+    fn prefetch(&self, parsed: &Line<'_>) {
+        if let Line::Subject(id) = parsed {
+            self.snapshot.prefetch(id);
+        }
+    }
+
     fn cell(&self, cell: Cell<'_>) -> Decision {
         match cell {
             Cell::Id(id) => self.id(id),

@@ -49,6 +49,9 @@ pub trait RowRule: Sync {
     /// A JSONL line: what the scanner found at the subject path, and the line's bytes
     /// (without terminator or byte order mark).
     fn line(&self, parsed: &Line<'_>, raw: &[u8]) -> Decision;
+    /// Told of a line a little before `line` is asked about it, so a rule whose lookup
+    /// misses the cache can start loading what it will read.
+    fn prefetch(&self, _parsed: &Line<'_>) {}
     /// A Parquet row's subject cell.
     fn cell(&self, cell: Cell<'_>) -> Decision;
 }
@@ -351,6 +354,17 @@ fn judge_chunk(
 ) -> (Vec<Range<usize>>, RowCounts) {
     let mut kept: Vec<Range<usize>> = Vec::new();
     let mut counts = RowCounts::default();
+    let mut judge = |parsed: Line<'_>, body: &[u8], line: Range<usize>| {
+        if counts.record(rule.line(&parsed, body)) && collect {
+            match kept.last_mut() {
+                Some(last) if last.end == line.start => last.end = line.end,
+                _ => kept.push(line),
+            }
+        }
+    };
+    // Each line is judged after the next one is classified: the rule's lookup for a line
+    // (a likely cache miss in a large consent table) loads while the scanner reads the next.
+    let mut waiting = None;
     let mut first = chunk.is_first;
     let mut end = 0;
     for line in jsonl::lines(chunk.data()) {
@@ -361,12 +375,13 @@ fn judge_chunk(
             body = body.strip_prefix(BOM).unwrap_or(body);
         }
         let parsed = scan::classify(body, subject);
-        if counts.record(rule.line(&parsed, body)) && collect {
-            match kept.last_mut() {
-                Some(last) if last.end == start => last.end = end,
-                _ => kept.push(start..end),
-            }
+        rule.prefetch(&parsed);
+        if let Some((parsed, body, line)) = waiting.replace((parsed, body, start..end)) {
+            judge(parsed, body, line);
         }
+    }
+    if let Some((parsed, body, line)) = waiting {
+        judge(parsed, body, line);
     }
     (kept, counts)
 }

@@ -524,3 +524,54 @@ fn a_large_log_folds_records_far_apart_into_the_right_verdicts() {
         st["predicate"]["consent"]
     );
 }
+
+#[test]
+fn records_read_from_a_pending_write_ahead_log_are_flagged() {
+    let env = Env::new();
+    let db = env.sqlite(
+        "c.db",
+        &records(
+            "PRAGMA journal_mode = WAL;
+             INSERT INTO consent_records (id, user_id, purpose, status, created_at) VALUES
+             ('1','u1','model_training','granted','2025-01-01T00:00:00Z');",
+        ),
+    );
+    env.write(
+        "data/a.jsonl",
+        "{\"user_id\":\"u1\"}\n{\"user_id\":\"u2\"}\n",
+    );
+    env.filter_job(
+        "snapshot = \"c.db\"\npurpose = \"model_training\"",
+        "user_id",
+        "",
+    );
+    env.run(&["run", "job.toml", "--no-progress"]).expect(0);
+    let warnings = &env.last_statement()["predicate"]["consent"]["warnings"];
+    assert_eq!(warnings, &serde_json::json!([]), "checkpointed on close");
+
+    // A writer that stays open keeps its grant of u2 in the log, unmerged.
+    let writer = rusqlite::Connection::open(&db).unwrap();
+    writer
+        .execute_batch(
+            "PRAGMA wal_autocheckpoint = 0;
+             INSERT INTO consent_records (id, user_id, purpose, status, created_at) VALUES
+             ('2','u2','model_training','granted','2025-01-01T00:00:00Z');",
+        )
+        .unwrap();
+    std::fs::remove_dir_all(env.path("out")).unwrap();
+    let out = env.run(&["run", "job.toml", "--no-progress"]).expect(0);
+    assert_eq!(
+        env.read_string("out/a.jsonl"),
+        "{\"user_id\":\"u1\"}\n{\"user_id\":\"u2\"}\n",
+        "SQLite reads the log"
+    );
+    let warnings = env.last_statement()["predicate"]["consent"]["warnings"].clone();
+    let warnings = warnings.as_array().unwrap();
+    assert_eq!(warnings.len(), 1, "{warnings:?}");
+    assert!(
+        warnings[0].as_str().unwrap().contains("write-ahead log"),
+        "{warnings:?}"
+    );
+    assert!(out.stdout.contains("write-ahead log"), "{}", out.stdout);
+    drop(writer);
+}

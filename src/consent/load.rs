@@ -237,7 +237,8 @@ pub fn load(
         let file = hashing
             .join()
             .map_err(|_| Error::snapshot(path, "hashing thread panicked"))??;
-        let (subjects, records_read, warnings, schema_name) = judged?;
+        let (subjects, records_read, mut warnings, schema_name) = judged?;
+        warnings.extend(pending_wal(path));
         Ok(Snapshot {
             file,
             schema: schema_name,
@@ -248,6 +249,21 @@ pub fn load(
             warnings,
             subjects,
         })
+    })
+}
+
+/// A warning when a write-ahead log lies beside the snapshot: SQLite reads the records in
+/// it, but the recorded sha256 is of the database file alone.
+fn pending_wal(path: &Path) -> Option<String> {
+    let mut wal = path.as_os_str().to_owned();
+    wal.push("-wal");
+    let bytes = std::fs::metadata(&wal).ok()?.len();
+    (bytes > 0).then(|| {
+        format!(
+            "the snapshot has a write-ahead log ({bytes} bytes) whose records SQLite read but the \
+             recorded sha256 may not cover: export snapshots checkpointed \
+             (PRAGMA wal_checkpoint(TRUNCATE)) so that the digest covers every record"
+        )
     })
 }
 

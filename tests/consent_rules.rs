@@ -572,6 +572,23 @@ fn records_read_from_a_pending_write_ahead_log_are_flagged() {
         warnings[0].as_str().unwrap().contains("write-ahead log"),
         "{warnings:?}"
     );
+    assert!(
+        !warnings[0].as_str().unwrap().contains("u2"),
+        "{warnings:?}"
+    );
     assert!(out.stdout.contains("write-ahead log"), "{}", out.stdout);
+
+    // Through a symlink SQLite reads the log beside the target, and the warning looks there.
+    std::os::unix::fs::symlink(&db, env.path("link.db")).unwrap();
+    env.filter_job(
+        "snapshot = \"link.db\"\npurpose = \"model_training\"",
+        "user_id",
+        "",
+    );
+    std::fs::remove_dir_all(env.path("out")).unwrap();
+    env.run(&["run", "job.toml", "--no-progress"]).expect(0);
+    assert_eq!(env.read_string("out/a.jsonl").lines().count(), 2);
+    let warnings = &env.last_statement()["predicate"]["consent"]["warnings"];
+    assert_eq!(warnings.as_array().unwrap().len(), 1, "{warnings}");
     drop(writer);
 }

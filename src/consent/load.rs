@@ -253,15 +253,16 @@ pub fn load(
 }
 
 /// A warning when a write-ahead log lies beside the snapshot: SQLite reads the records in
-/// it, but the recorded sha256 is of the database file alone.
+/// it, but the recorded sha256 is of the database file alone. SQLite looks for the log
+/// beside the file a symlink leads to, and so does this.
 fn pending_wal(path: &Path) -> Option<String> {
-    let mut wal = path.as_os_str().to_owned();
+    let mut wal = std::fs::canonicalize(path).ok()?.into_os_string();
     wal.push("-wal");
     let bytes = std::fs::metadata(&wal).ok()?.len();
     (bytes > 0).then(|| {
         format!(
-            "the snapshot has a write-ahead log ({bytes} bytes) whose records SQLite read but the \
-             recorded sha256 may not cover: export snapshots checkpointed \
+            "the snapshot has a write-ahead log ({bytes} bytes) that may hold records SQLite \
+             read but the recorded sha256 does not cover: export snapshots checkpointed \
              (PRAGMA wal_checkpoint(TRUNCATE)) so that the digest covers every record"
         )
     })

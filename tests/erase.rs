@@ -1515,6 +1515,56 @@ fn a_journal_left_by_a_killed_run_refuses_a_changed_subject_list_until_discarded
 }
 
 #[test]
+fn cache_entries_a_killed_run_removed_count_as_removed_when_the_job_is_run_again() {
+    let env = Env::new();
+    // 2,000 erased subjects with a cache entry (two files each, so the sweep takes long
+    // enough to be cut), 500 without one, and one entry that stays.
+    let ids: Vec<String> = (0..2500).map(|i| format!("s{i:05}")).collect();
+    env.write("erase.txt", &(ids.join("\n") + "\n"));
+    env.write("data/a.jsonl", "{\"user_id\":\"bob\"}\n");
+    for id in &ids[..2000] {
+        for f in ["a.npy", "b.npy"] {
+            env.write(&format!("cache/dirs/{id}/{f}"), id);
+        }
+    }
+    env.write("cache/dirs/bob/a.npy", "bob");
+    erase_job(
+        &env,
+        &erase_section(
+            "[[erase.embeddings]]\npath = \"cache/dirs\"\nlayout = \"dir-per-subject\"\n",
+        ),
+    );
+    let entries = || std::fs::read_dir(env.path("cache/dirs")).unwrap().count();
+    interrupt_when(&env, || entries() < 2001);
+    let left = entries() - 1;
+    assert!(
+        left > 0 && left < 2000,
+        "the kill must land inside the sweep ({left} entries left)"
+    );
+    assert!(
+        !env.read_string(JOURNAL).contains("s0"),
+        "the journal holds no subject id"
+    );
+
+    let out = run_erase(&env, &[]).expect(0);
+    assert!(out.stdout.contains("complete"), "{}", out.stdout);
+    assert_eq!(entries(), 1, "only bob's entry is left");
+    let p = &env.last_statement()["predicate"];
+    assert_eq!(p["erase"]["resumed"], true);
+    let c = cache(p, "cache/dirs");
+    assert_eq!(
+        (
+            &c["entries_removed"],
+            &c["subjects_found"],
+            &c["subjects_absent"]
+        ),
+        (&json!(2000), &json!(2000), &json!(500)),
+        "entries removed before the kill are removed by this job, not absent: {c:#}"
+    );
+    assert_eq!(p["erase"]["verification"]["residual_entries"], 0);
+}
+
+#[test]
 fn a_journal_left_by_a_killed_run_refuses_a_changed_snapshot_or_spec() {
     let env = Env::new();
     journal_corpus(&env);

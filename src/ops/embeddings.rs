@@ -51,17 +51,66 @@ fn subject_of<'n>(name: &'n str, layout: Layout, erased: &Erased) -> Option<&'n 
     }
 }
 
+/// An entry of an erased subject found under a cache root.
+#[derive(Debug)]
+pub struct Found {
+    /// Its name in the root.
+    pub name: String,
+    /// The erased subject it belongs to.
+    pub subject: String,
+    is_dir: bool,
+}
+
 /// Removes (or, with `dry_run`, counts) the entries of erased subjects under `root`.
+///
+/// `plan` sees every entry found before the first is removed (an erase job journals them,
+/// so that a run killed part-way through the sweep knows on its re-run what it had removed),
+/// and the sweep stops if it fails.
 pub fn sweep(
     root: &Path,
     layout: Layout,
     erased: &Erased,
     dry_run: bool,
+    plan: &mut dyn FnMut(&[Found]) -> Result<(), String>,
 ) -> Result<CacheSweep, String> {
     let dir = Dir::open_ambient_dir(root, ambient_authority())
         .map_err(|e| format!("cannot open cache root: {e}"))?;
-    let mut out = CacheSweep::default();
-    let mut found = std::collections::HashSet::new();
+    let found = find(&dir, layout, erased)?;
+    let subjects: std::collections::HashSet<&str> =
+        found.iter().map(|f| f.subject.as_str()).collect();
+    let mut out = CacheSweep {
+        subjects_found: subjects.len() as u64,
+        ..CacheSweep::default()
+    };
+    plan(&found)?;
+    if dry_run {
+        out.entries_removed = found.len() as u64;
+        return Ok(out);
+    }
+    for entry in &found {
+        // `file_type` does not follow symlinks: a symlink is removed itself, never its target.
+        let removed = match entry.is_dir {
+            true => dir.remove_dir_all(&entry.name),
+            false => dir.remove_file(&entry.name),
+        };
+        match removed {
+            Ok(()) => out.entries_removed += 1,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+            Err(e) => out
+                .failures
+                .push(format!("an entry could not be removed: {e}")),
+        }
+    }
+    if out.entries_removed > 0 {
+        crate::dataset::write::sync_dir(root)
+            .map_err(|e| format!("cannot sync cache root: {e}"))?;
+    }
+    Ok(out)
+}
+
+/// The root's own entries that belong to erased subjects, in listing order.
+fn find(dir: &Dir, layout: Layout, erased: &Erased) -> Result<Vec<Found>, String> {
+    let mut found = Vec::new();
     let entries = dir
         .entries()
         .map_err(|e| format!("cannot list cache root: {e}"))?;
@@ -78,34 +127,90 @@ pub fn sweep(
         if layout == Layout::FilePerSubject && kind.is_dir() {
             continue;
         }
-        found.insert(subject.to_string());
-        if dry_run {
-            out.entries_removed += 1;
-            continue;
-        }
-        // `file_type` does not follow symlinks: a symlink is removed itself, never its target.
-        let removed = if kind.is_dir() {
-            dir.remove_dir_all(name)
-        } else {
-            dir.remove_file(name)
-        };
-        match removed {
-            Ok(()) => out.entries_removed += 1,
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
-            Err(e) => out
-                .failures
-                .push(format!("an entry could not be removed: {e}")),
-        }
+        found.push(Found {
+            name: name.to_string(),
+            subject: subject.to_string(),
+            is_dir: kind.is_dir(),
+        });
     }
-    out.subjects_found = found.len() as u64;
-    if !dry_run && out.entries_removed > 0 {
-        crate::dataset::write::sync_dir(root)
-            .map_err(|e| format!("cannot sync cache root: {e}"))?;
-    }
-    Ok(out)
+    Ok(found)
 }
 
 /// Counts the entries of erased subjects still under `root` (the verification pass).
 pub fn residual(root: &Path, layout: Layout, erased: &Erased) -> Result<u64, String> {
-    sweep(root, layout, erased, true).map(|s| s.entries_removed)
+    sweep(root, layout, erased, true, &mut |_| Ok(())).map(|s| s.entries_removed)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn erased(ids: &[&str]) -> Erased {
+        let mut e = Erased::default();
+        for id in ids {
+            e.insert(id).unwrap();
+        }
+        e
+    }
+
+    fn names(root: &Path) -> Vec<String> {
+        let mut n: Vec<String> = std::fs::read_dir(root)
+            .unwrap()
+            .map(|e| e.unwrap().file_name().into_string().unwrap())
+            .collect();
+        n.sort();
+        n
+    }
+
+    #[test]
+    fn the_plan_sees_every_entry_before_any_is_removed() {
+        let dir = tempfile::tempdir().unwrap();
+        for name in ["alice.npy", "alice.txt", "bob.npy", "carol.npy"] {
+            std::fs::write(dir.path().join(name), name).unwrap();
+        }
+        let ids = erased(&["alice", "carol", "dave"]);
+        let mut seen = Vec::new();
+        let swept = sweep(
+            dir.path(),
+            Layout::FilePerSubject,
+            &ids,
+            false,
+            &mut |found| {
+                seen = found
+                    .iter()
+                    .map(|f| (f.name.clone(), f.subject.clone()))
+                    .collect();
+                assert_eq!(names(dir.path()).len(), 4, "nothing removed yet");
+                Ok(())
+            },
+        )
+        .unwrap();
+        seen.sort();
+        let pair = |n: &str, s: &str| (n.to_string(), s.to_string());
+        assert_eq!(
+            seen,
+            [
+                pair("alice.npy", "alice"),
+                pair("alice.txt", "alice"),
+                pair("carol.npy", "carol")
+            ]
+        );
+        assert_eq!((swept.entries_removed, swept.subjects_found), (3, 2));
+        assert_eq!(names(dir.path()), ["bob.npy"]);
+    }
+
+    #[test]
+    fn a_plan_that_cannot_be_recorded_removes_nothing() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::create_dir(dir.path().join("alice")).unwrap();
+        std::fs::write(dir.path().join("alice/v.npy"), "a").unwrap();
+        let ids = erased(&["alice"]);
+        let err = sweep(dir.path(), Layout::DirPerSubject, &ids, false, &mut |_| {
+            Err("cannot update the journal: disk full".into())
+        })
+        .unwrap_err();
+        assert!(err.contains("journal"), "{err}");
+        assert_eq!(names(dir.path()), ["alice"]);
+        assert!(dir.path().join("alice/v.npy").exists());
+    }
 }

@@ -9,7 +9,7 @@
 use std::collections::BTreeSet;
 use std::path::Path;
 
-use super::journal::{Identity, Journal, Rewrite};
+use super::journal::{CachePlan, Identity, Journal, Rewrite};
 use super::{shower, JobCtx, Keys};
 use crate::cli::RunArgs;
 use crate::consent::{self, Snapshot, Verdict};
@@ -342,27 +342,46 @@ pub fn run(job: &Job, args: &RunArgs, started: Timestamp, as_of: Timestamp) -> R
             Layout::DirPerSubject => "dir-per-subject",
             _ => "file-per-subject",
         };
-        let earlier = journal.cache_removed(&cache.path);
-        let info = match embeddings::sweep(&cache.path, cache.layout, erased, args.dry_run) {
+        // A sweep killed part-way left its plan: the planned entries gone by now were removed
+        // by this job, and their subjects were found.
+        let earlier = journal.cache_plan(&cache.path);
+        let mut now = CachePlan::default();
+        let mut plan = |found: &[embeddings::Found]| {
+            now = CachePlan {
+                entries: found
+                    .iter()
+                    .map(|f| keys.pseudonymizer.pseudonym(&f.name))
+                    .collect(),
+                subjects: found
+                    .iter()
+                    .map(|f| keys.pseudonymizer.pseudonym(&f.subject))
+                    .collect(),
+            };
+            match args.dry_run {
+                true => Ok(()),
+                false => journal
+                    .plan_cache(&cache.path, now.clone())
+                    .map_err(|e| format!("cannot update the journal: {e}")),
+            }
+        };
+        let swept = embeddings::sweep(&cache.path, cache.layout, erased, args.dry_run, &mut plan);
+        let info = match swept {
             Ok(s) => {
-                if !args.dry_run && s.entries_removed > 0 {
-                    journal
-                        .add_cache(&cache.path, s.entries_removed)
-                        .map_err(|e| Error::io("cannot update journal", &journal_path, e).late())?;
-                }
+                let removed_before = earlier.entries.difference(&now.entries).count() as u64;
+                let found = earlier.subjects.union(&now.subjects).count() as u64;
                 CacheInfo {
                     path: show(&cache.path),
                     layout,
-                    entries_removed: s.entries_removed + earlier,
-                    subjects_found: s.subjects_found,
-                    subjects_absent: (erased.len() as u64).saturating_sub(s.subjects_found),
+                    entries_removed: s.entries_removed + removed_before,
+                    subjects_found: found,
+                    subjects_absent: (erased.len() as u64).saturating_sub(found),
                     error: (!s.failures.is_empty()).then(|| s.failures.join("; ")),
                 }
             }
             Err(e) => CacheInfo {
                 path: show(&cache.path),
                 layout,
-                entries_removed: earlier,
+                entries_removed: 0,
                 subjects_found: 0,
                 subjects_absent: 0,
                 error: Some(e),

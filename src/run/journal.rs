@@ -4,8 +4,10 @@
 //! It lives beside the reports as `.consentry-journal-<job>.json`, is replaced atomically
 //! after every change, and is removed once the report is signed. A rewrite is recorded as
 //! pending (with the digests before and after) before its rename and as done after, so a
-//! run killed between the two tells which happened by hashing the file. The journal holds
-//! paths, digests and counts, never a subject id.
+//! run killed between the two tells which happened by hashing the file. Before a cache sweep
+//! removes anything, the entries it found are recorded, so that the re-run of a sweep killed
+//! part-way counts the entries already gone as removed, not as absent. The journal holds
+//! paths, digests, counts and pseudonyms, never a subject id.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::io::Write;
@@ -35,13 +37,22 @@ pub struct Rewrite {
     pub done: bool,
 }
 
+/// What a cache sweep found before it removed anything, as pseudonyms (HMAC under the
+/// pseudonym key) of entry names and of subjects.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct CachePlan {
+    pub entries: BTreeSet<String>,
+    pub subjects: BTreeSet<String>,
+}
+
 #[derive(Debug, Clone, Serialize, Deserialize)]
 struct State {
     identity: Identity,
     /// Rewrites by absolute path.
     files: BTreeMap<String, Rewrite>,
-    /// Cache entries removed so far, by cache root.
-    caches: BTreeMap<String, u64>,
+    /// Per cache root, the entries of erased subjects found there before any was removed.
+    #[serde(default)]
+    cache_plans: BTreeMap<String, CachePlan>,
     /// Set just before signing: the id the report carries.
     signing: Option<String>,
     /// Filter jobs: every output this job started to write, recorded before its temp file.
@@ -77,7 +88,7 @@ impl Journal {
         let fresh = |identity| State {
             identity,
             files: BTreeMap::new(),
-            caches: BTreeMap::new(),
+            cache_plans: BTreeMap::new(),
             signing: None,
             outputs: BTreeSet::new(),
         };
@@ -158,22 +169,32 @@ impl Journal {
             .cloned()
     }
 
-    pub fn add_cache(&self, root: &Path, removed: u64) -> std::io::Result<()> {
-        *self
-            .lock()
-            .caches
-            .entry(root.display().to_string())
-            .or_default() += removed;
+    /// Adds what a cache sweep found under `root` to the plan, durably, before it removes
+    /// anything.
+    pub fn plan_cache(&self, root: &Path, found: CachePlan) -> std::io::Result<()> {
+        {
+            let mut state = self.lock();
+            let plan = state
+                .cache_plans
+                .entry(root.display().to_string())
+                .or_default();
+            let before = (plan.entries.len(), plan.subjects.len());
+            plan.entries.extend(found.entries);
+            plan.subjects.extend(found.subjects);
+            if (plan.entries.len(), plan.subjects.len()) == before {
+                return Ok(());
+            }
+        }
         self.save()
     }
 
-    /// Entries an earlier run removed from `root`.
-    pub fn cache_removed(&self, root: &Path) -> u64 {
+    /// What an earlier run of this job found under `root` before it began removing.
+    pub fn cache_plan(&self, root: &Path) -> CachePlan {
         self.lock()
-            .caches
+            .cache_plans
             .get(&root.display().to_string())
-            .copied()
-            .unwrap_or(0)
+            .cloned()
+            .unwrap_or_default()
     }
 
     /// Records an output about to be written, so a re-run of a killed filter job can tell

@@ -256,12 +256,15 @@ fn single_link(path: &Path) -> bool {
 }
 
 /// What tells a file apart from a changed or replaced one between reading and renaming.
+/// The ctime catches a rewrite that keeps the size and puts the mtime back (which anyone
+/// may set; the ctime only the kernel), unless it lands within the same clock tick.
 #[derive(Debug, PartialEq, Eq)]
 struct Identity {
     dev: u64,
     ino: u64,
     len: u64,
     mtime: (i64, i64),
+    ctime: (i64, i64),
 }
 
 impl Identity {
@@ -272,6 +275,91 @@ impl Identity {
             ino: m.ino(),
             len: m.len(),
             mtime: (m.mtime(), m.mtime_nsec()),
+            ctime: (m.ctime(), m.ctime_nsec()),
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::os::unix::fs::FileExt;
+    use std::sync::atomic::{AtomicBool, Ordering};
+    use std::sync::Arc;
+    use std::time::Duration;
+
+    use super::*;
+    use crate::dataset::scan::SubjectPath;
+
+    /// A file rewritten in place while the sweep reads it, with its size and mtime put back
+    /// (as a careless sync tool might): the unchanged prefix the sweep copies inside the
+    /// kernel would then not be the bytes it judged and hashed.
+    #[test]
+    fn a_same_size_rewrite_that_restores_the_mtime_is_caught_before_the_rename() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("a.jsonl");
+        let mut file = String::new();
+        for i in 0..400 {
+            let user = if i == 300 { "alice" } else { "bob00" };
+            file.push_str(&format!("{{\"id\":{i:04},\"user_id\":\"{user}\"}}\n"));
+        }
+        std::fs::write(&path, &file).unwrap();
+        let mtime = std::fs::metadata(&path).unwrap().modified().unwrap();
+        // Past the file system's timestamp tick, so that a change is visible in ctime.
+        std::thread::sleep(Duration::from_millis(30));
+
+        let rewritten = Arc::new(AtomicBool::new(false));
+        let on_read: crate::dataset::jsonl::OnRead = {
+            let (path, rewritten) = (path.clone(), rewritten.clone());
+            Arc::new(move |_| {
+                if !rewritten.swap(true, Ordering::SeqCst) {
+                    let f = std::fs::OpenOptions::new().write(true).open(&path).unwrap();
+                    f.write_all_at(b"{\"id\":0000,\"user_id\":\"eve00\"}\n", 0)
+                        .unwrap();
+                    f.set_times(std::fs::FileTimes::new().set_modified(mtime))
+                        .unwrap();
+                }
+            })
+        };
+        let subject = SubjectPath::parse("user_id").unwrap();
+        let on_rows = |_: u64| {};
+        let mut erased = Erased::default();
+        erased.insert("alice").unwrap();
+        let replaced = exec::Dropper::start(1);
+        let show = |p: &Path| p.display().to_string();
+        let sweep = Sweep {
+            engine: Engine {
+                subject: &subject,
+                hash: true,
+                chunk_size: 4096,
+                chunks_per_batch: 2,
+                on_read,
+                on_rows: &on_rows,
+            },
+            rule: EraseRule { erased: &erased },
+            dry_run: false,
+            ledger: None,
+            show: &show,
+            replaced: &replaced,
+        };
+        let input = InputFile {
+            path: path.clone(),
+            rel: "a.jsonl".into(),
+            format: Some(Format::Jsonl(Codec::None)),
+            bytes: file.len() as u64,
+        };
+        let result = sweep.sweep(&input, Format::Jsonl(Codec::None));
+        replaced.finish();
+        assert!(rewritten.load(Ordering::SeqCst), "the rewrite happened");
+        let err = result.err().expect("the changed file is refused");
+        assert!(err.contains("changed while the job read it"), "{err}");
+        let now = std::fs::read_to_string(&path).unwrap();
+        assert!(now.starts_with("{\"id\":0000,\"user_id\":\"eve00\"}"));
+        assert!(
+            now.contains("alice"),
+            "the file is left as the other writer made it"
+        );
+        assert_eq!(std::fs::metadata(&path).unwrap().modified().unwrap(), mtime);
+        let leftovers: Vec<_> = std::fs::read_dir(dir.path()).unwrap().collect();
+        assert_eq!(leftovers.len(), 1, "no temporary file is left");
     }
 }

@@ -403,8 +403,16 @@ impl Resolver<'_> {
                 }
                 _ => {}
             }
+            let path = self.path(&emb.path, "[[erase.embeddings]] path")?;
+            // A root swept twice would count its entries twice.
+            if embeddings.iter().any(|e: &EmbeddingSpec| e.path == path) {
+                return Err(self.err(format!(
+                    "[[erase.embeddings]] path {} is listed twice",
+                    emb.path.display()
+                )));
+            }
             embeddings.push(EmbeddingSpec {
-                path: self.path(&emb.path, "[[erase.embeddings]] path")?,
+                path,
                 layout: emb.layout,
                 subject_field: emb.subject_field,
             });

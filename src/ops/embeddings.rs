@@ -51,8 +51,7 @@ fn subject_of<'n>(name: &'n str, layout: Layout, erased: &Erased) -> Option<&'n 
     }
 }
 
-/// An entry of an erased subject found under a cache root.
-#[derive(Debug)]
+/// An entry of an erased subject found under a cache root. (No `Debug`: it holds an id.)
 pub struct Found {
     /// Its name in the root.
     pub name: String,

@@ -304,6 +304,11 @@ mod tests {
         }
         std::fs::write(&path, &file).unwrap();
         let mtime = std::fs::metadata(&path).unwrap().modified().unwrap();
+        let ctime = |p: &Path| {
+            let m = std::fs::metadata(p).unwrap();
+            (m.ctime(), m.ctime_nsec())
+        };
+        let created = ctime(&path);
         // Past the file system's timestamp tick, so that a change is visible in ctime.
         std::thread::sleep(Duration::from_millis(30));
 
@@ -350,6 +355,10 @@ mod tests {
         let result = sweep.sweep(&input, Format::Jsonl(Codec::None));
         replaced.finish();
         assert!(rewritten.load(Ordering::SeqCst), "the rewrite happened");
+        if ctime(&path) == created {
+            eprintln!("skipped: this file system's clock did not move the ctime within 30 ms");
+            return;
+        }
         let err = result.map(|_| ()).expect_err("the changed file is refused");
         assert!(err.contains("changed while the job read it"), "{err}");
         let now = std::fs::read_to_string(&path).unwrap();

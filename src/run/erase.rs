@@ -198,6 +198,36 @@ fn absorb_earlier(o: &mut Outcome, f: &InputFile, journal: &Journal) {
     o.counts = counts;
 }
 
+/// What the report says of one cache root.
+#[derive(Debug, PartialEq, Eq)]
+struct CacheCounts {
+    removed: u64,
+    found: u64,
+    absent: u64,
+}
+
+impl CacheCounts {
+    /// `earlier` is what an interrupted run of this job found before it began removing (and
+    /// `legacy` what an older journal counted as removed); `now` is what this run found and
+    /// `removed_now` how many of those it removed. A planned entry gone by now was removed by
+    /// this job, and its subject was found.
+    fn of(
+        earlier: &CachePlan,
+        legacy: u64,
+        now: &CachePlan,
+        removed_now: u64,
+        erased: u64,
+    ) -> CacheCounts {
+        let removed_before = earlier.entries.difference(&now.entries).count() as u64;
+        let found = earlier.subjects.union(&now.subjects).count() as u64;
+        CacheCounts {
+            removed: removed_now + removed_before + legacy,
+            found,
+            absent: erased.saturating_sub(found),
+        }
+    }
+}
+
 pub fn run(job: &Job, args: &RunArgs, started: Timestamp, as_of: Timestamp) -> Result<Exit> {
     let show = shower(&job.base_dir);
     let spec = job
@@ -342,8 +372,6 @@ pub fn run(job: &Job, args: &RunArgs, started: Timestamp, as_of: Timestamp) -> R
             Layout::DirPerSubject => "dir-per-subject",
             _ => "file-per-subject",
         };
-        // A sweep killed part-way left its plan: the planned entries gone by now were removed
-        // by this job, and their subjects were found.
         let earlier = journal.cache_plan(&cache.path);
         let mut now = CachePlan::default();
         let mut plan = |found: &[embeddings::Found]| {
@@ -367,25 +395,38 @@ pub fn run(job: &Job, args: &RunArgs, started: Timestamp, as_of: Timestamp) -> R
         let swept = embeddings::sweep(&cache.path, cache.layout, erased, args.dry_run, &mut plan);
         let info = match swept {
             Ok(s) => {
-                let removed_before = earlier.entries.difference(&now.entries).count() as u64;
-                let found = earlier.subjects.union(&now.subjects).count() as u64;
+                let counts = CacheCounts::of(
+                    &earlier,
+                    journal.cache_removed_before_plans(&cache.path),
+                    &now,
+                    s.entries_removed,
+                    erased.len() as u64,
+                );
                 CacheInfo {
                     path: show(&cache.path),
                     layout,
-                    entries_removed: s.entries_removed + removed_before,
-                    subjects_found: found,
-                    subjects_absent: (erased.len() as u64).saturating_sub(found),
+                    entries_removed: counts.removed,
+                    subjects_found: counts.found,
+                    subjects_absent: counts.absent,
                     error: (!s.failures.is_empty()).then(|| s.failures.join("; ")),
                 }
             }
-            Err(e) => CacheInfo {
-                path: show(&cache.path),
-                layout,
-                entries_removed: 0,
-                subjects_found: 0,
-                subjects_absent: 0,
-                error: Some(e),
-            },
+            Err(mut e) => {
+                if !earlier.entries.is_empty() {
+                    e.push_str(&format!(
+                        "; an interrupted run of this job had found {} entries here, and how many it removed is unknown",
+                        earlier.entries.len()
+                    ));
+                }
+                CacheInfo {
+                    path: show(&cache.path),
+                    layout,
+                    entries_removed: 0,
+                    subjects_found: 0,
+                    subjects_absent: 0,
+                    error: Some(e),
+                }
+            }
         };
         caches.push(info);
         if !args.dry_run {
@@ -505,4 +546,50 @@ pub fn run(job: &Job, args: &RunArgs, started: Timestamp, as_of: Timestamp) -> R
     let predicate = ctx.predicate(snapshot.as_ref(), &found, outcomes, problems, Some(info));
     let journal = (!args.dry_run).then_some(journal);
     super::sign_and_close(job, args, predicate, &keys, journal)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn plan(entries: &[&str], subjects: &[&str]) -> CachePlan {
+        CachePlan {
+            entries: entries.iter().map(|s| s.to_string()).collect(),
+            subjects: subjects.iter().map(|s| s.to_string()).collect(),
+        }
+    }
+
+    fn counts(removed: u64, found: u64, absent: u64) -> CacheCounts {
+        CacheCounts {
+            removed,
+            found,
+            absent,
+        }
+    }
+
+    #[test]
+    fn cache_counts_add_up_however_the_earlier_run_ended() {
+        let none = CachePlan::default();
+        let all = plan(&["a.npy", "a.txt", "c.npy"], &["a", "c"]);
+        // A first run finds three entries of two subjects (of five erased) and removes them.
+        assert_eq!(CacheCounts::of(&none, 0, &all, 3, 5), counts(3, 2, 3));
+        // Killed after removing a.npy: the re-run finds the other two.
+        let rest = plan(&["a.txt", "c.npy"], &["a", "c"]);
+        assert_eq!(CacheCounts::of(&all, 0, &rest, 2, 5), counts(3, 2, 3));
+        // Killed after removing a.npy and a.txt: subject a is found, not absent.
+        let last = plan(&["c.npy"], &["c"]);
+        assert_eq!(CacheCounts::of(&all, 0, &last, 1, 5), counts(3, 2, 3));
+        // Killed after the sweep (before signing): nothing is left to find.
+        assert_eq!(CacheCounts::of(&all, 0, &none, 0, 5), counts(3, 2, 3));
+        // a.npy came back between the runs: removed again, counted once.
+        let back = plan(&["a.npy", "c.npy"], &["a", "c"]);
+        assert_eq!(CacheCounts::of(&all, 0, &back, 2, 5), counts(3, 2, 3));
+        // An entry of a new subject appeared between the runs.
+        let new = plan(&["b.npy"], &["b"]);
+        assert_eq!(CacheCounts::of(&all, 0, &new, 1, 5), counts(4, 3, 2));
+        // An entry that resisted removal stays planned and is not counted.
+        assert_eq!(CacheCounts::of(&all, 0, &rest, 1, 5), counts(2, 2, 3));
+        // A journal from before plans counted what a finished sweep removed.
+        assert_eq!(CacheCounts::of(&none, 4, &none, 0, 5), counts(4, 0, 5));
+    }
 }

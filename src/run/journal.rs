@@ -53,6 +53,11 @@ struct State {
     /// Per cache root, the entries of erased subjects found there before any was removed.
     #[serde(default)]
     cache_plans: BTreeMap<String, CachePlan>,
+    /// Entries removed per cache root, as journals written before cache plans counted them
+    /// (once a root's sweep had finished): kept so that a run interrupted before an upgrade
+    /// keeps its count. Nothing adds to it any more.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    caches: BTreeMap<String, u64>,
     /// Set just before signing: the id the report carries.
     signing: Option<String>,
     /// Filter jobs: every output this job started to write, recorded before its temp file.
@@ -89,6 +94,7 @@ impl Journal {
             identity,
             files: BTreeMap::new(),
             cache_plans: BTreeMap::new(),
+            caches: BTreeMap::new(),
             signing: None,
             outputs: BTreeSet::new(),
         };
@@ -197,6 +203,16 @@ impl Journal {
             .unwrap_or_default()
     }
 
+    /// Entries a run of an earlier version removed from `root`, as its journal counted them
+    /// (see `caches`).
+    pub fn cache_removed_before_plans(&self, root: &Path) -> u64 {
+        self.lock()
+            .caches
+            .get(&root.display().to_string())
+            .copied()
+            .unwrap_or(0)
+    }
+
     /// Records an output about to be written, so a re-run of a killed filter job can tell
     /// the files this job made from anything that was there before.
     pub fn add_output(&self, target: &Path) -> std::io::Result<()> {
@@ -226,5 +242,48 @@ impl Journal {
             Err(e) if e.kind() != std::io::ErrorKind::NotFound => Err(e),
             _ => crate::dataset::write::sync_dir(self.path.parent().unwrap_or(Path::new("."))),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn identity() -> Identity {
+        Identity {
+            job: "e".into(),
+            spec_sha256: "spec".into(),
+            subjects: "subjects".into(),
+            snapshot_sha256: None,
+        }
+    }
+
+    #[test]
+    fn a_journal_from_before_cache_plans_keeps_its_cache_count_through_later_saves() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join(".consentry-journal-e.json");
+        let old = serde_json::json!({
+            "identity": identity(),
+            "files": {},
+            "caches": {"/data/cache": 7},
+            "signing": null,
+        });
+        std::fs::write(&path, serde_json::to_vec(&old).unwrap()).unwrap();
+        let root = Path::new("/data/cache");
+
+        let journal = Journal::open(path.clone(), identity(), false).unwrap_or_else(|_| panic!());
+        assert!(journal.resumed);
+        assert_eq!(journal.cache_removed_before_plans(root), 7);
+        assert!(journal.cache_plan(root).entries.is_empty());
+        let found = CachePlan {
+            entries: ["e1".to_string()].into(),
+            subjects: ["s1".to_string()].into(),
+        };
+        journal.plan_cache(root, found).unwrap();
+
+        let again = Journal::open(path, identity(), false).unwrap_or_else(|_| panic!());
+        assert_eq!(again.cache_removed_before_plans(root), 7);
+        assert_eq!(again.cache_plan(root).entries.len(), 1);
+        assert_eq!(again.cache_plan(Path::new("/other")).subjects.len(), 0);
     }
 }

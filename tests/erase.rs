@@ -1726,6 +1726,82 @@ fn an_id_that_looks_like_a_temporary_file_is_still_erased() {
     );
 }
 
+/// Damaged Parquet files, whatever the damage: each fails alone and is left exactly as it
+/// was, or reads as a Parquet file and is swept; no panic escapes and no temporary file stays.
+#[test]
+fn parquet_files_with_random_byte_damage_fail_alone_unchanged_or_are_swept() {
+    let env = Env::new();
+    let mut rng = Rng(0x5eed_da3a_6e00);
+    env.write("erase.txt", "alice\nbob\n1\n2\n");
+    let mut originals = BTreeMap::new();
+    for name in [
+        "pyarrow-dict-snappy.parquet",
+        "pyarrow-int-zstd.parquet",
+        "duckdb-zstd.parquet",
+        "duckdb-int32-snappy.parquet",
+    ] {
+        let good = fixture(name);
+        let n = good.len();
+        let footer_len = u32::from_le_bytes(good[n - 8..n - 4].try_into().unwrap()) as usize;
+        let footer = n - 8 - footer_len;
+        for v in 0..60 {
+            let mut bytes = good.clone();
+            for _ in 0..rng.pick(&[1, 1, 2, 4]) {
+                // Mostly the footer (the metadata every read trusts), else the pages.
+                let at = match rng.chance(60) {
+                    true => footer + rng.below(footer_len),
+                    false => 4 + rng.below(footer - 4),
+                };
+                bytes[at] = match rng.below(3) {
+                    0 => bytes[at] ^ (1 << rng.below(8)),
+                    1 => rng.pick(&[0, 0x7f, 0x80, 0xff]),
+                    _ => rng.next() as u8,
+                };
+            }
+            let path = format!("data/{}-{v:02}.parquet", name.trim_end_matches(".parquet"));
+            env.write(&path, &bytes);
+            originals.insert(path, bytes);
+        }
+    }
+    erase_job(&env, &erase_section(""));
+    let out = run_erase(&env, &[]).expect(1);
+    assert!(!out.stderr.contains("panicked"), "{}", out.stderr);
+
+    let p = &env.last_statement()["predicate"];
+    let (mut failed, mut rewritten) = (0, 0);
+    for (path, bytes) in &originals {
+        let i = input(p, path);
+        let now = env.read(path);
+        match (i["status"].as_str().unwrap(), i["output"].is_null()) {
+            ("failed", _) => {
+                failed += 1;
+                assert!(!i["error"].as_str().unwrap().is_empty(), "{path}: {i}");
+                assert_eq!(&now, bytes, "{path}: a failed file is left as it was");
+            }
+            ("ok", true) => assert_eq!(&now, bytes, "{path}: untouched"),
+            ("ok", false) => {
+                rewritten += 1;
+                assert_eq!(i["output"]["sha256"], sha(&now), "{path}");
+            }
+            (status, _) => panic!("{path}: status {status}"),
+        }
+    }
+    assert!(
+        failed > 50 && rewritten > 10,
+        "the damage must be both caught and harmless: {failed} failed, {rewritten} rewritten"
+    );
+    assert_eq!(p["erase"]["verification"]["passed"], true);
+    let names: BTreeSet<String> = walk(&env.path("data"))
+        .iter()
+        .map(|f| format!("data/{}", f.file_name().unwrap().to_string_lossy()))
+        .collect();
+    assert_eq!(
+        names,
+        originals.keys().cloned().collect(),
+        "no temporary file is left"
+    );
+}
+
 #[test]
 fn a_cache_root_listed_twice_is_refused_before_anything_changes() {
     let env = Env::new();

@@ -14,6 +14,22 @@ fn binary_fixtures_match_their_text() {
         unzstd(&std::fs::read(demo.join("data/support/2026-10.jsonl.zst")).unwrap()),
         std::fs::read(demo.join("text/support.jsonl")).unwrap()
     );
+    let papers = read_all(&demo.join("data/papers/2026-10.parquet"));
+    let text = std::fs::read_to_string(demo.join("text/papers.jsonl")).unwrap();
+    for column in ["id", "user_id", "text", "lang"] {
+        let want: Vec<Option<String>> = text
+            .lines()
+            .map(|l| {
+                let row: serde_json::Value = serde_json::from_str(l).unwrap();
+                row[column].as_str().map(String::from)
+            })
+            .collect();
+        assert_eq!(
+            text_column(&papers, column),
+            want,
+            "data/papers/2026-10.parquet is stale: run fixtures/demo/build.sh"
+        );
+    }
     let dump = |conn: &rusqlite::Connection| -> Vec<Vec<String>> {
         let mut stmt = conn
             .prepare("SELECT * FROM consent_records ORDER BY id")
@@ -76,19 +92,50 @@ fn demo_job_keeps_exactly_the_consented_rows() {
         ["s-006"]
     );
 
+    // The Parquet shard: its first row group keeps every row and is copied as it was
+    // encoded; the second loses bob; the third (carol, expired, and a null author) goes.
+    let papers = env.path("out/papers/2026-10.parquet");
+    assert_eq!(
+        paper_ids(&papers),
+        ["p-001", "p-002", "p-003", "p-004", "p-006"]
+    );
+    assert_eq!(row_groups(&papers), [3, 2]);
+
     let p = &env.last_statement()["predicate"];
-    assert_eq!(p["totals"]["rows_in"], 25);
-    assert_eq!(p["totals"]["rows_kept"], 8);
+    assert_eq!(p["totals"]["rows_in"], 33);
+    assert_eq!(p["totals"]["rows_kept"], 13);
     assert_eq!(
         p["totals"]["rows_dropped_by_reason"],
         serde_json::json!({
-            "blank": 1, "malformed": 1, "missing_subject": 2, "invalid_subject": 1, "ambiguous_subject": 1,
-            "legal_basis": 1, "category_missing": 1, "notice_outdated": 1, "expired": 1, "pending": 1,
-            "revoked": 4, "no_consent": 2
+            "blank": 1, "malformed": 1, "missing_subject": 3, "invalid_subject": 1, "ambiguous_subject": 1,
+            "legal_basis": 1, "category_missing": 1, "notice_outdated": 1, "expired": 2, "pending": 1,
+            "revoked": 5, "no_consent": 2
         })
     );
     assert_eq!(p["consent"]["subjects"]["judged"], 14);
     assert_eq!(p["consent"]["subjects"]["valid"], 5);
+}
+
+/// The `id` column of a Parquet file, in row order.
+fn paper_ids(path: &std::path::Path) -> Vec<String> {
+    text_column(&read_all(path), "id")
+        .into_iter()
+        .map(Option::unwrap)
+        .collect()
+}
+
+/// The row count of each row group of a Parquet file.
+fn row_groups(path: &std::path::Path) -> Vec<i64> {
+    use parquet::file::reader::FileReader;
+    let reader =
+        parquet::file::reader::SerializedFileReader::new(std::fs::File::open(path).unwrap())
+            .unwrap();
+    reader
+        .metadata()
+        .row_groups()
+        .iter()
+        .map(|rg| rg.num_rows())
+        .collect()
 }
 
 /// Copies a directory tree (the demo cache) with std only.
@@ -155,8 +202,15 @@ fn demo_erase_job_sweeps_the_filtered_output_and_the_cache() {
         env.read_string("cache/table/vectors.jsonl"),
         "{\"user_id\":\"ivan\",\"doc\":\"f-004\",\"vector\":[0.40,-0.10,0.95]}\n"
     );
+    let papers = env.path("out/papers/2026-10.parquet");
+    assert_eq!(paper_ids(&papers), ["p-001", "p-002", "p-003"]);
+    assert_eq!(
+        row_groups(&papers),
+        [3],
+        "the emptied row group is left out"
+    );
     let e = &env.last_statement()["predicate"]["erase"];
-    assert_eq!(e["rows_removed"], 6);
+    assert_eq!(e["rows_removed"], 8);
     assert_eq!(e["verification"]["passed"], true);
     let reports = || std::fs::read_dir(env.path("reports")).unwrap().count();
     let before = reports();

@@ -1313,7 +1313,7 @@ fn dry_run_prints_the_plan_and_changes_nothing() {
     }
     assert!(!out.stdout.contains("data/clean.jsonl"), "{}", out.stdout);
     assert!(
-        out.stdout.contains("would remove 1 entries"),
+        out.stdout.contains("would remove 1 entry,"),
         "cache entries in the plan:\n{}",
         out.stdout
     );

@@ -19,6 +19,12 @@ fn n(v: &Value) -> u64 {
     v.as_u64().unwrap_or(0)
 }
 
+/// `n` and its noun: "1 file", "2 files".
+fn count(v: &Value, one: &str, many: &str) -> String {
+    let k = n(v);
+    format!("{k} {}", if k == 1 { one } else { many })
+}
+
 fn reasons(v: &Value) -> String {
     let parts: Vec<String> = v
         .as_object()
@@ -63,8 +69,8 @@ pub fn summary(statement: &Value, report: Option<&str>) -> String {
         let subj = &c["subjects"];
         let _ = writeln!(
             out,
-            "             {} subjects judged: {} valid; not valid: {}",
-            n(&subj["judged"]),
+            "             {} judged: {} valid; not valid: {}",
+            count(&subj["judged"], "subject", "subjects"),
             n(&subj["valid"]),
             reasons(&subj["not_valid"])
         );
@@ -75,14 +81,14 @@ pub fn summary(statement: &Value, report: Option<&str>) -> String {
     let failed = n(&t["files_failed"]);
     let _ = writeln!(
         out,
-        "  inputs     {} files{}, {} rows: {} kept, {} dropped",
-        n(&t["files"]),
+        "  inputs     {}{}, {}: {} kept, {} dropped",
+        count(&t["files"], "file", "files"),
         if failed > 0 {
             format!(" ({failed} failed)")
         } else {
             String::new()
         },
-        n(&t["rows_in"]),
+        count(&t["rows_in"], "row", "rows"),
         n(&t["rows_kept"]),
         n(&t["rows_dropped"])
     );
@@ -97,8 +103,9 @@ pub fn summary(statement: &Value, report: Option<&str>) -> String {
     let outputs = statement["subject"].as_array().map_or(0, Vec::len);
     let _ = writeln!(
         out,
-        "  outputs    {outputs} files, {} bytes",
-        n(&t["bytes_out"])
+        "  outputs    {}, {}",
+        count(&outputs.into(), "file", "files"),
+        count(&t["bytes_out"], "byte", "bytes")
     );
     let skipped = &p["skipped"];
     let symlinks = skipped["symlinks"].as_array().map_or(0, Vec::len);
@@ -120,12 +127,16 @@ pub fn summary(statement: &Value, report: Option<&str>) -> String {
 fn erase_summary(out: &mut String, e: &Value, p: &Value) {
     let _ = writeln!(
         out,
-        "  erase      {} subjects ({} from the subjects file, {} revoked); {} rows removed; {} files rewritten, {} untouched, {} failed",
-        e["subjects"].as_array().map_or(0, Vec::len),
+        "  erase      {} ({} from the subjects file, {} revoked); {} removed; {} rewritten, {} untouched, {} failed",
+        count(
+            &e["subjects"].as_array().map_or(0, Vec::len).into(),
+            "subject",
+            "subjects"
+        ),
         n(&e["subjects_from_file"]),
         n(&e["subjects_from_revocations"]),
-        n(&e["rows_removed"]),
-        n(&e["files_rewritten"]),
+        count(&e["rows_removed"], "row", "rows"),
+        count(&e["files_rewritten"], "file", "files"),
         n(&e["files_untouched"]),
         n(&e["files_failed"])
     );
@@ -146,24 +157,28 @@ fn erase_summary(out: &mut String, e: &Value, p: &Value) {
     for c in e["caches"].as_array().into_iter().flatten() {
         let _ = writeln!(
             out,
-            "  cache      {} ({}): {} {} entries, {} subjects had none",
+            "  cache      {} ({}): {} {}, {} none",
             s(&c["path"]),
             s(&c["layout"]),
             if dry { "would remove" } else { "removed" },
-            n(&c["entries_removed"]),
-            n(&c["subjects_absent"])
+            count(&c["entries_removed"], "entry", "entries"),
+            count(&c["subjects_absent"], "subject had", "subjects had")
         );
     }
     let v = &e["verification"];
     if !dry {
         let _ = writeln!(
             out,
-            "  verified   re-read {} rewritten files and {} caches: {} rows and {} entries of erased subjects left ({})",
-            n(&v["files_checked"]),
-            n(&v["caches_checked"]),
-            n(&v["residual_rows"]),
-            n(&v["residual_entries"]),
-            if v["passed"] == Value::Bool(true) { "passed" } else { "FAILED" }
+            "  verified   re-read {} rewritten and {}: {} and {} of erased subjects left ({})",
+            count(&v["files_checked"], "file", "files"),
+            count(&v["caches_checked"], "cache", "caches"),
+            count(&v["residual_rows"], "row", "rows"),
+            count(&v["residual_entries"], "entry", "entries"),
+            if v["passed"] == Value::Bool(true) {
+                "passed"
+            } else {
+                "FAILED"
+            }
         );
     }
     if e["resumed"] == Value::Bool(true) {

@@ -63,7 +63,11 @@ impl Timestamp {
                 return Ok(Timestamp(t.and_utc().timestamp_micros()));
             }
         }
-        for format in ["%Y-%m-%d %H:%M:%S%.f%:z", "%Y-%m-%d %H:%M:%S%.f%z"] {
+        for format in [
+            "%Y-%m-%d %H:%M:%S%.f%:z",
+            "%Y-%m-%d %H:%M:%S%.f%z",
+            "%Y-%m-%dT%H:%M:%S%.f%z",
+        ] {
             if let Ok(t) = DateTime::parse_from_str(s, format) {
                 return Ok(Timestamp(t.timestamp_micros()));
             }

@@ -243,6 +243,225 @@ fn every_timestamp_form_is_read_and_garbage_names_the_row() {
     );
 }
 
+/// Numbers are Unix seconds only between 2000 and 2100: a revocation written as a Julian
+/// day, in milliseconds or as `YYYYMMDD` would otherwise land in 1970 or after as_of and
+/// be ignored, keeping the rows of a subject who revoked.
+#[test]
+fn numeric_timestamps_outside_2000_to_2100_name_the_row_instead_of_moving_a_revocation() {
+    let env = Env::new();
+    let table = "CREATE TABLE consent_records (id TEXT, user_id TEXT, purpose TEXT, status TEXT, created_at);";
+    env.sqlite(
+        "ok.db",
+        &format!(
+            "{table} INSERT INTO consent_records VALUES
+             ('1','text_digits','model_training','granted','1735689600'),
+             ('2','real','model_training','granted',1735689600.5),
+             ('3','real','model_training','revoked',1735689600.25),
+             ('4','t_offset','model_training','granted','2025-01-01T00:00:00+0530');"
+        ),
+    );
+    assert_eq!(verdict(&env, "ok.db", "text_digits"), "valid");
+    assert_eq!(
+        verdict(&env, "ok.db", "real"),
+        "valid",
+        "fractions of a second order records"
+    );
+    assert_eq!(verdict(&env, "ok.db", "t_offset"), "valid");
+
+    env.write("data/a.jsonl", "{\"user_id\":\"SECRET-USER-9\"}\n");
+    for (i, (what, value)) in [
+        ("a YYYYMMDD date", "'20260301'"),
+        ("a Julian day", "julianday('2026-03-01')"),
+        ("milliseconds", "1772323200000"),
+        ("a year", "2026"),
+    ]
+    .iter()
+    .enumerate()
+    {
+        let db = format!("bad{i}.db");
+        env.sqlite(
+            &db,
+            &format!(
+                "{table} INSERT INTO consent_records VALUES
+                 ('g{i}','SECRET-USER-9','model_training','granted','2025-01-01T00:00:00Z'),
+                 ('r{i}','SECRET-USER-9','model_training','revoked',{value});"
+            ),
+        );
+        env.filter_job(
+            &format!("snapshot = \"{db}\"\npurpose = \"model_training\""),
+            "user_id",
+            "",
+        );
+        let out = env.run(&["run", "job.toml", "--no-progress"]).expect(2);
+        assert!(
+            out.stderr.contains(&format!("row id \"r{i}\""))
+                && out.stderr.contains("created_at")
+                && out.stderr.contains("between 2000 and 2100"),
+            "{what}: {}",
+            out.stderr
+        );
+        assert!(!out.stderr.contains("SECRET-USER-9"), "{}", out.stderr);
+        assert!(!env.path("out").exists(), "{what}: nothing written");
+    }
+}
+
+/// SQLite names columns case-insensitively and reads generated columns like stored ones:
+/// neither may make a constraint look absent.
+#[test]
+fn columns_are_found_whatever_their_letter_case_and_generated_ones_count() {
+    let env = Env::new();
+    env.sqlite(
+        "case.db",
+        "CREATE TABLE consent_records (id TEXT, User_Id TEXT, PURPOSE TEXT, Status TEXT,
+             Granted_At TEXT, Revoked_At TEXT, Expiry_At TEXT, Created_At TEXT);
+         INSERT INTO consent_records VALUES
+             ('1','alice','model_training','granted','2025-01-01T00:00:00Z',NULL,'2026-01-01T00:00:00Z','2025-01-01T00:00:00Z'),
+             ('2','bob','model_training','granted','2025-01-01T00:00:00Z','2025-06-01T00:00:00Z',NULL,'2025-01-01T00:00:00Z'),
+             ('3','carol','model_training','granted','2025-01-01T00:00:00Z',NULL,NULL,'2025-01-01T00:00:00Z');",
+    );
+    assert_eq!(verdict(&env, "case.db", "alice"), "not valid: expired");
+    assert_eq!(verdict(&env, "case.db", "bob"), "not valid: revoked");
+    assert_eq!(verdict(&env, "case.db", "carol"), "valid");
+
+    env.sqlite(
+        "generated.db",
+        "CREATE TABLE consent_records (id TEXT, user_id TEXT, purpose TEXT, status TEXT,
+             granted_at TEXT, created_at TEXT,
+             expiry_at TEXT GENERATED ALWAYS AS (date(granted_at, '+1 year')) VIRTUAL,
+             notice_version INTEGER GENERATED ALWAYS AS (1) STORED);
+         INSERT INTO consent_records (id, user_id, purpose, status, granted_at, created_at) VALUES
+             ('1','old','model_training','granted','2025-01-01T00:00:00Z','2025-01-01T00:00:00Z'),
+             ('2','new','model_training','granted','2026-06-01T00:00:00Z','2026-06-01T00:00:00Z');",
+    );
+    assert_eq!(verdict(&env, "generated.db", "old"), "not valid: expired");
+    assert_eq!(verdict(&env, "generated.db", "new"), "valid");
+    env.write("data/a.jsonl", "{\"user_id\":\"new\"}\n");
+    env.filter_job(
+        "snapshot = \"generated.db\"\npurpose = \"model_training\"\nmin_notice_version = 2",
+        "user_id",
+        "",
+    );
+    env.run(&["run", "job.toml", "--no-progress"]).expect(0);
+    assert_eq!(
+        env.read_string("out/a.jsonl"),
+        "",
+        "a generated notice_version is checked"
+    );
+}
+
+/// `Model_Training` may or may not be `model_training`; a column declared `COLLATE NOCASE`
+/// says one thing, the contract's exact match another. Either guess could keep a revoked
+/// subject's rows, so the snapshot is refused with the row named.
+#[test]
+fn a_purpose_spelled_in_another_letter_case_is_refused_not_guessed() {
+    let env = Env::new();
+    env.write("data/a.jsonl", "{\"user_id\":\"SECRET-USER-9\"}\n");
+    for (collation, rows) in [
+        (
+            "",
+            "('1','SECRET-USER-9','model_training','granted',NULL,'2025-01-01T00:00:00Z'),
+             ('2','SECRET-USER-9','Model_Training','revoked',NULL,'2025-03-01T00:00:00Z')",
+        ),
+        (
+            "COLLATE NOCASE",
+            "('1','SECRET-USER-9','model_training','granted',NULL,'2025-01-01T00:00:00Z'),
+             ('2','SECRET-USER-9','Model_Training','revoked',NULL,'2025-03-01T00:00:00Z')",
+        ),
+        (
+            // A deriving purpose in another case: `Analytics` is not `analytics`.
+            "COLLATE NOCASE",
+            "('1','bob','analytics','granted','[\"model_training\"]','2025-01-01T00:00:00Z'),
+             ('2','SECRET-USER-9','Analytics','granted',NULL,'2025-01-01T00:00:00Z')",
+        ),
+    ] {
+        env.sqlite(
+            "c.db",
+            &format!(
+                "DROP TABLE IF EXISTS consent_records;
+                 CREATE TABLE consent_records (id TEXT, user_id TEXT, purpose TEXT {collation},
+                     status TEXT, derived_purposes TEXT, created_at TEXT);
+                 INSERT INTO consent_records VALUES {rows};"
+            ),
+        );
+        env.filter_job(
+            "snapshot = \"c.db\"\npurpose = \"model_training\"",
+            "user_id",
+            "",
+        );
+        let out = env.run(&["run", "job.toml", "--no-progress"]).expect(2);
+        assert!(
+            out.stderr.contains("row id \"2\"") && out.stderr.contains("only in letter case"),
+            "{collation}: {}",
+            out.stderr
+        );
+        assert!(!out.stderr.contains("SECRET-USER-9"), "{}", out.stderr);
+        assert!(!env.path("out").exists());
+    }
+}
+
+/// A NULL legal basis is the platform's default, consent: it passes where consent is
+/// allowed and fails where it is not. A basis that is not text names the row.
+#[test]
+fn a_null_legal_basis_counts_as_consent() {
+    let env = Env::new();
+    env.sqlite(
+        "c.db",
+        &records(
+            "INSERT INTO consent_records (id, user_id, purpose, status, legal_basis, created_at) VALUES
+             ('1','null_basis','model_training','granted',NULL,'2025-01-01T00:00:00Z'),
+             ('2','consent','model_training','granted','consent','2025-01-01T00:00:00Z'),
+             ('3','contract','model_training','granted','contract','2025-01-01T00:00:00Z');",
+        ),
+    );
+    env.write(
+        "data/a.jsonl",
+        "{\"user_id\":\"null_basis\"}\n{\"user_id\":\"consent\"}\n{\"user_id\":\"contract\"}\n",
+    );
+    for (allowed, kept) in [
+        (
+            "",
+            "{\"user_id\":\"null_basis\"}\n{\"user_id\":\"consent\"}\n",
+        ),
+        (
+            "allowed_legal_bases = [\"contract\"]",
+            "{\"user_id\":\"contract\"}\n",
+        ),
+        (
+            "allowed_legal_bases = [\"consent\", \"contract\"]",
+            "{\"user_id\":\"null_basis\"}\n{\"user_id\":\"consent\"}\n{\"user_id\":\"contract\"}\n",
+        ),
+    ] {
+        let _ = std::fs::remove_dir_all(env.path("out"));
+        env.filter_job(
+            &format!("snapshot = \"c.db\"\npurpose = \"model_training\"\n{allowed}"),
+            "user_id",
+            "",
+        );
+        env.run(&["run", "job.toml", "--no-progress"]).expect(0);
+        assert_eq!(env.read_string("out/a.jsonl"), kept, "{allowed}");
+    }
+
+    env.sqlite(
+        "bad.db",
+        &records(
+            "INSERT INTO consent_records (id, user_id, purpose, status, legal_basis, created_at) VALUES
+             ('b1','x','model_training','granted',CAST(X'636f6e7472e16374' AS TEXT),'2025-01-01T00:00:00Z');",
+        ),
+    );
+    let _ = std::fs::remove_dir_all(env.path("out"));
+    env.filter_job(
+        "snapshot = \"bad.db\"\npurpose = \"model_training\"",
+        "user_id",
+        "",
+    );
+    let out = env.run(&["run", "job.toml", "--no-progress"]).expect(2);
+    assert!(
+        out.stderr.contains("row id \"b1\"") && out.stderr.contains("legal_basis"),
+        "{}",
+        out.stderr
+    );
+}
+
 #[test]
 fn dpdp_cmp_rows_are_judged_by_grant_and_withdrawal() {
     let env = Env::new();

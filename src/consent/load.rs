@@ -133,9 +133,11 @@ impl<'p> Db<'p> {
                 self.tables()?.join(", ")
             )));
         }
+        // `table_xinfo` also lists generated columns (hidden 2 and 3), which SQL reads like
+        // any other; hidden 1 marks a virtual table's hidden columns, which it does not.
         let mut stmt = self
             .conn
-            .prepare("SELECT name FROM pragma_table_info(?1)")
+            .prepare("SELECT name FROM pragma_table_xinfo(?1) WHERE hidden IN (0, 2, 3)")
             .map_err(|e| self.sqlite(e))?;
         let names = stmt
             .query_map([table], |r| r.get::<_, String>(0))
@@ -195,8 +197,9 @@ impl<'p> Db<'p> {
         };
         let mut cols = BTreeMap::new();
         for (logical, actual) in wanted {
-            if real.iter().any(|r| r == &actual) {
-                cols.insert(logical, quote(&actual));
+            // SQLite names columns case-insensitively: `Expiry_At` is `expiry_at`.
+            if let Some(r) = real.iter().find(|r| r.eq_ignore_ascii_case(&actual)) {
+                cols.insert(logical, quote(r));
             } else if required.contains(&logical) || matches!(schema, SchemaKind::Custom(_)) {
                 return Err(self.err(format!(
                     "table {table:?} has no column {actual:?}{} (columns: {})",
@@ -471,7 +474,7 @@ fn derivers_with_subjects(
         return Ok((Vec::new(), Vec::new()));
     };
     let sql = format!(
-        "SELECT {p}, {d}, {u} FROM {t} WHERE {d} IS NOT NULL AND {p} IS NOT ?1",
+        "SELECT {p}, {d}, {u} FROM {t} WHERE {d} IS NOT NULL AND {p} COLLATE BINARY IS NOT ?1",
         t = plan.table
     );
     let mut stmt = db.conn.prepare(&sql).map_err(|e| db.sqlite(e))?;
@@ -583,8 +586,12 @@ fn scan(
         .map(|i| format!("?{i}"))
         .collect::<Vec<_>>()
         .join(", ");
+    // Purposes match byte for byte, whatever the column's collation. Records whose purpose
+    // differs only in letter case are fetched too (`COLLATE NOCASE`), to be refused below:
+    // `Model_Training` may or may not be `model_training`, and either guess could keep the
+    // rows of a subject who revoked.
     let mut sql = format!(
-        "SELECT {} FROM {} WHERE {pcol} IN ({placeholders})",
+        "SELECT {} FROM {} WHERE {pcol} COLLATE NOCASE IN ({placeholders})",
         select.join(", "),
         plan.table
     );
@@ -645,10 +652,24 @@ fn scan(
         let deriver = if row_purpose == purpose.as_bytes() {
             None
         } else {
-            derivers
-                .iter()
-                .position(|d| d.as_bytes() == row_purpose)
-                .map(|i| i as u16)
+            match derivers.iter().position(|d| d.as_bytes() == row_purpose) {
+                Some(i) => Some(i as u16),
+                None => {
+                    let like = std::iter::once(purpose)
+                        .chain(derivers.iter().map(String::as_str))
+                        .find(|p| p.as_bytes().eq_ignore_ascii_case(row_purpose))
+                        .unwrap_or(purpose);
+                    return Err(cell_err(
+                        row,
+                        format!(
+                            "purpose {} differs from {like:?} only in letter case; purposes are \
+                             matched exactly, so correct the snapshot rather than have either \
+                             spelling guessed",
+                            display_value(cell(2)?)
+                        ),
+                    ));
+                }
+            }
         };
         let time = |i: usize, name: &str| -> Result<Option<Timestamp>> {
             timestamp(cell(i)?).map_err(|e| cell_err(row, format!("{name} {e}")))
@@ -719,7 +740,12 @@ fn scan(
                 let legal_basis = if has_basis {
                     Some(match cell(9)? {
                         ValueRef::Null => None,
-                        ValueRef::Text(t) => std::str::from_utf8(t).ok(),
+                        ValueRef::Text(t) => match std::str::from_utf8(t) {
+                            Ok(b) => Some(b),
+                            Err(_) => {
+                                return Err(cell_err(row, "legal_basis is not UTF-8 text".into()))
+                            }
+                        },
                         _ => return Err(cell_err(row, "legal_basis is not text".into())),
                     })
                 } else {
@@ -801,18 +827,51 @@ fn scan(
     Ok(())
 }
 
-/// A timestamp cell: text in any accepted form, integer Unix seconds, or real Unix seconds.
+/// Numeric timestamps are Unix seconds between 2000-01-01 and 2100-01-01. Other numbers are
+/// more likely milliseconds, a Julian day (SQLite's REAL dates) or a `YYYYMMDD` date than a
+/// consent given before 2000, and read as seconds they would put a revocation in 1970 or after
+/// `as_of`, where it would be ignored: they are errors.
+const UNIX_SECONDS: std::ops::Range<i64> = 946_684_800..4_102_444_800;
+
+fn unix_seconds(n: i64) -> Result<Timestamp, String> {
+    UNIX_SECONDS
+        .contains(&n)
+        .then(|| Timestamp::from_unix_seconds(n))
+        .flatten()
+        .ok_or_else(|| format!("{n} is not Unix seconds between 2000 and 2100 (milliseconds? a Julian day? YYYYMMDD?)"))
+}
+
+/// A timestamp cell: text in any accepted form, or Unix seconds as an integer, a real or
+/// digits in text (see `UNIX_SECONDS`).
 fn timestamp(v: ValueRef<'_>) -> Result<Option<Timestamp>, String> {
     match v {
         ValueRef::Null => Ok(None),
-        ValueRef::Integer(n) => Timestamp::from_unix_seconds(n)
-            .map(Some)
-            .ok_or_else(|| format!("{n} is out of range")),
-        ValueRef::Real(r) if r.is_finite() && r.abs() < 9.0e12 => {
+        ValueRef::Integer(n) => unix_seconds(n).map(Some),
+        ValueRef::Real(r) => {
+            let whole = r.floor();
+            if !(r.is_finite()
+                && (UNIX_SECONDS.start as f64..UNIX_SECONDS.end as f64).contains(&whole))
+            {
+                return Err(format!(
+                    "{r} is not Unix seconds between 2000 and 2100 (a Julian day?)"
+                ));
+            }
             Ok(Some(Timestamp::from_micros((r * 1e6) as i64)))
         }
         ValueRef::Text(t) => {
             let s = std::str::from_utf8(t).map_err(|_| "is not UTF-8 text".to_string())?;
+            let digits = s.trim();
+            if !digits.is_empty()
+                && digits
+                    .trim_start_matches('-')
+                    .bytes()
+                    .all(|b| b.is_ascii_digit())
+            {
+                return match digits.parse::<i64>() {
+                    Ok(n) => unix_seconds(n).map(Some),
+                    Err(_) => Err(format!("{s:?} is not Unix seconds between 2000 and 2100")),
+                };
+            }
             Timestamp::parse(s)
                 .map(Some)
                 .map_err(|e| format!("{s:?} is not a timestamp: {e}"))

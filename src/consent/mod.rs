@@ -229,7 +229,9 @@ pub fn judge(f: &Facts<'_>, at: Timestamp, rules: &Rules) -> Verdict {
             return Verdict::CategoryMissing;
         }
     }
-    if let Some(Some(basis)) = f.legal_basis {
+    // A NULL basis is the platform's default, consent: it passes only where consent does.
+    if let Some(basis) = f.legal_basis {
+        let basis = basis.unwrap_or("consent");
         if !rules.allowed_legal_bases.iter().any(|a| a == basis) {
             return Verdict::LegalBasis;
         }

@@ -1668,6 +1668,33 @@ fn a_subjects_file_with_a_byte_order_mark_does_not_lose_its_first_id() {
     assert!(!env.read_string("data/a.jsonl").contains("bob"));
 }
 
+/// Two such files concatenated carry a byte order mark mid-file; ids pasted from documents
+/// carry no-break or ideographic spaces. Each is trimmed like ASCII whitespace, and an id
+/// listed twice is one subject.
+#[test]
+fn subjects_file_ids_are_trimmed_of_any_whitespace_and_byte_order_marks_and_counted_once() {
+    let env = Env::new();
+    env.write(
+        "erase.txt",
+        "\u{feff}alice\r\n\u{feff}bob\r\n\u{3000}carol\ndave\u{a0}\nalice\n",
+    );
+    env.write(
+        "data/a.jsonl",
+        "{\"user_id\":\"alice\"}\n{\"user_id\":\"bob\"}\n{\"user_id\":\"carol\"}\n\
+         {\"user_id\":\"dave\"}\n{\"user_id\":\"erin\"}\n",
+    );
+    erase_job(&env, &erase_section(""));
+    run_erase(&env, &[]).expect(0);
+    assert_eq!(env.read_string("data/a.jsonl"), "{\"user_id\":\"erin\"}\n");
+    let e = &env.last_statement()["predicate"]["erase"];
+    assert_eq!(
+        e["subjects"],
+        json!(pseudonyms(&env, &["alice", "bob", "carol", "dave"]))
+    );
+    assert_eq!(e["subjects_from_file"], 4);
+    assert_eq!(e["rows_removed"], 4);
+}
+
 #[test]
 fn a_symlinked_input_file_is_never_replaced_by_a_copy_while_its_target_keeps_the_rows() {
     let env = Env::new();

@@ -27,8 +27,11 @@ pub struct Erased {
 }
 
 impl Erased {
-    pub fn insert(&mut self, id: &str) -> Result<(), &'static str> {
-        self.ids.entry(id, || ()).map(|_| ())
+    /// Adds `id`; true if it was not there yet.
+    pub fn insert(&mut self, id: &str) -> Result<bool, &'static str> {
+        let before = self.ids.len();
+        self.ids.entry(id, || ())?;
+        Ok(self.ids.len() > before)
     }
 
     pub fn contains(&self, id: &str) -> bool {

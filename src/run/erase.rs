@@ -40,7 +40,9 @@ struct Subjects {
 }
 
 /// Reads `subjects_file`: one id per line; blank lines are skipped and surrounding
-/// whitespace trimmed. A line that cannot hold an id is reported by number, never echoed.
+/// whitespace (Unicode's, and byte order marks, which concatenated files carry mid-file)
+/// trimmed. A line that cannot hold an id is reported by number, never echoed. Returns the
+/// number of distinct ids.
 fn read_subjects_file(
     path: &Path,
     erased: &mut Erased,
@@ -58,7 +60,7 @@ fn read_subjects_file(
             });
             continue;
         };
-        let id = text.trim_matches(|c: char| c.is_ascii_whitespace());
+        let id = text.trim_matches(|c: char| c.is_whitespace() || c == '\u{feff}');
         if id.is_empty() {
             continue;
         }
@@ -69,11 +71,11 @@ fn read_subjects_file(
             });
             continue;
         }
-        erased.insert(id).map_err(|e| Error::Input {
+        let new = erased.insert(id).map_err(|e| Error::Input {
             path: path.to_path_buf(),
             message: e.into(),
         })?;
-        added += 1;
+        added += u64::from(new);
     }
     Ok(added)
 }

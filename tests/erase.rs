@@ -1829,6 +1829,63 @@ fn parquet_files_with_random_byte_damage_fail_alone_unchanged_or_are_swept() {
     );
 }
 
+/// Parquet writers accept repeated names. With two `user_id` columns, or a struct with two
+/// `id` fields, judging by one would keep the rows the other names: the file fails alone.
+#[test]
+fn a_parquet_file_with_two_columns_at_the_subject_path_fails_alone_unchanged() {
+    use arrow::array::{Array, StructArray};
+    let env = Env::new();
+    env.write("erase.txt", "alice\n");
+    let text = |v: &[&str]| Arc::new(StringArray::from(v.to_vec())) as ArrayRef;
+    let write = |path: &str, schema: Schema, columns: Vec<ArrayRef>| {
+        let schema = Arc::new(schema);
+        let batch = RecordBatch::try_new(schema.clone(), columns).unwrap();
+        let mut w = ArrowWriter::try_new(Vec::new(), schema, None).unwrap();
+        w.write(&batch).unwrap();
+        env.write(path, w.into_inner().unwrap());
+    };
+    write(
+        "data/top.parquet",
+        Schema::new(vec![
+            Field::new("user_id", DataType::Utf8, true),
+            Field::new("user_id", DataType::Utf8, true),
+        ]),
+        vec![text(&["bob", "carol"]), text(&["alice", "dave"])],
+    );
+    let id = Arc::new(Field::new("id", DataType::Utf8, true));
+    let meta = StructArray::new(
+        vec![id.clone(), id].into(),
+        vec![text(&["bob", "carol"]), text(&["alice", "dave"])],
+        None,
+    );
+    write(
+        "data/nested.parquet",
+        Schema::new(vec![Field::new("meta", meta.data_type().clone(), true)]),
+        vec![Arc::new(meta) as ArrayRef],
+    );
+    for (file, field) in [("top", "user_id"), ("nested", "meta.id")] {
+        let before = env.read(&format!("data/{file}.parquet"));
+        erase_job(&env, &erase_section(""));
+        let spec = env.read_string("erase.toml").replace(
+            "subject_field = \"user_id\"",
+            &format!("subject_field = \"{field}\""),
+        );
+        env.write("erase.toml", spec);
+        run_erase(&env, &[]).expect(1);
+        let p = &env.last_statement()["predicate"];
+        let i = input(p, &format!("data/{file}.parquet"));
+        assert_eq!(i["status"], "failed", "{i}");
+        assert!(
+            i["error"]
+                .as_str()
+                .unwrap()
+                .contains(&format!("2 columns are named {field}")),
+            "{i}"
+        );
+        assert_eq!(env.read(&format!("data/{file}.parquet")), before);
+    }
+}
+
 #[test]
 fn a_cache_root_listed_twice_is_refused_before_anything_changes() {
     let env = Env::new();

@@ -64,19 +64,33 @@ impl ParquetInput {
         let meta = ArrowReaderMetadata::load(&file, options)
             .map_err(|e| format!("not a readable Parquet file: {e}"))?;
         let segments: Vec<String> = subject.segments().to_vec();
-        let Some(subject_leaf) = meta
+        let mut matching = meta
             .metadata()
             .file_metadata()
             .schema_descr()
             .columns()
             .iter()
-            .position(|c| c.path().parts() == segments.as_slice())
-        else {
+            .enumerate()
+            .filter(|(_, c)| c.path().parts() == segments.as_slice())
+            .map(|(i, _)| i);
+        let Some(subject_leaf) = matching.next() else {
             return Err(format!(
                 "no column {} (the job's subject_field); the file was not processed",
                 segments.join(".")
             ));
         };
+        // Writers allow repeated names (two `user_id` columns, a struct with two `id`
+        // fields). Which one holds the subject is then unknown, and judging by one would
+        // keep rows the other names.
+        let others = matching.count();
+        if others > 0 {
+            return Err(format!(
+                "{} columns are named {}; which one holds the subject is ambiguous, so the file \
+                 was not processed",
+                others + 1,
+                segments.join(".")
+            ));
+        }
         Ok(ParquetInput {
             path: path.to_path_buf(),
             meta,

@@ -1886,6 +1886,43 @@ fn a_parquet_file_with_two_columns_at_the_subject_path_fails_alone_unchanged() {
     }
 }
 
+/// A subject_field that misses the file's subjects (`userid` for `user_id`) finds no
+/// erased row, and must not pass for a clean sweep: the file in which no row names a subject
+/// makes the job partial, and the report counts the rows that name none.
+#[test]
+fn a_file_in_which_no_row_names_a_subject_makes_the_erase_partial() {
+    let env = Env::new();
+    env.write("erase.txt", "alice\n");
+    let misnamed = "{\"userid\":\"alice\"}\n{\"userid\":\"bob\"}\n\n";
+    env.write("data/misnamed.jsonl", misnamed);
+    env.write(
+        "data/mixed.jsonl",
+        "{\"user_id\":\"alice\"}\n{\"anonymous\":true}\n{\"user_id\":null}\n{\"user_id\":\"bob\"}\n",
+    );
+    env.write(
+        "data/nulls.parquet",
+        small_parquet("user_id", &[None, None, None], 2),
+    );
+    erase_job(&env, &erase_section(""));
+    let out = run_erase(&env, &[]).expect(1);
+    assert_eq!(env.read_string("data/misnamed.jsonl"), misnamed);
+    assert_eq!(
+        env.read_string("data/mixed.jsonl"),
+        "{\"anonymous\":true}\n{\"user_id\":null}\n{\"user_id\":\"bob\"}\n"
+    );
+    let p = &env.last_statement()["predicate"];
+    assert_eq!(p["status"], "partial");
+    let problems = p["problems"].to_string();
+    assert!(
+        problems.contains("data/misnamed.jsonl") && problems.contains("data/nulls.parquet"),
+        "{problems}"
+    );
+    assert!(!problems.contains("mixed"), "{problems}");
+    assert!(out.stdout.contains("names a subject"), "{}", out.stdout);
+    // misnamed: 2 rows and a blank line; mixed: 2; nulls: 3.
+    assert_eq!(p["erase"]["rows_without_subject"], 8);
+}
+
 #[test]
 fn a_cache_root_listed_twice_is_refused_before_anything_changes() {
     let env = Env::new();

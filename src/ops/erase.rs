@@ -72,8 +72,7 @@ impl RowRule for EraseRule<'_> {
                 }
             }
             // A float, bool or container where the subject should be names no subject (§4).
-            Line::Invalid => false,
-            Line::Blank | Line::Missing => false,
+            Line::Invalid | Line::Blank | Line::Missing => return Decision::KeepUnnamed,
         };
         if erased {
             Decision::Drop(Reason::Erased)
@@ -85,7 +84,8 @@ impl RowRule for EraseRule<'_> {
     fn cell(&self, cell: Cell<'_>) -> Decision {
         match cell {
             Cell::Id(id) if self.erased.contains(id) => Decision::Drop(Reason::Erased),
-            Cell::Id(_) | Cell::Missing => Decision::Keep,
+            Cell::Id(_) => Decision::Keep,
+            Cell::Missing => Decision::KeepUnnamed,
             // The whole column's type cannot hold ids (float, decimal, bool…): the subject_field
             // is likely wrong, and no row can be ruled out.
             Cell::Invalid => Decision::KeepUnchecked,

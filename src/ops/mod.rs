@@ -102,6 +102,9 @@ pub struct RowCounts {
     pub kept: u64,
     /// Kept rows that could not be judged (malformed lines an erasure cannot rule out).
     pub unchecked: u64,
+    /// Kept rows that name no subject (erase jobs: blank, or the field missing, null or
+    /// no id).
+    pub unnamed: u64,
     dropped: [u64; REASONS],
 }
 
@@ -143,6 +146,7 @@ impl AddAssign for RowCounts {
         self.rows_in += o.rows_in;
         self.kept += o.kept;
         self.unchecked += o.unchecked;
+        self.unnamed += o.unnamed;
         for (a, b) in self.dropped.iter_mut().zip(o.dropped) {
             *a += b;
         }

@@ -41,6 +41,8 @@ pub enum Decision {
     Keep,
     /// Kept although it could not be judged (a malformed line an erasure cannot rule out).
     KeepUnchecked,
+    /// Kept because it names no subject (blank, or the field missing, null or no id).
+    KeepUnnamed,
     Drop(Reason),
 }
 
@@ -97,6 +99,10 @@ impl RowCounts {
             Decision::KeepUnchecked => {
                 self.keep();
                 self.unchecked += 1;
+            }
+            Decision::KeepUnnamed => {
+                self.keep();
+                self.unnamed += 1;
             }
             Decision::Drop(r) => self.drop_row(r),
         }

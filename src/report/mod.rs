@@ -155,6 +155,9 @@ pub struct EraseInfo {
     /// Rows kept although they could not be ruled out: malformed lines, or subject values
     /// that are no id, in which no erased id was found (CONTRACT §4 `malformed_kept`).
     pub malformed_kept: u64,
+    /// Rows kept because they name no subject: blank lines, and rows whose subject field is
+    /// missing, null or holds no id.
+    pub rows_without_subject: u64,
     pub caches: Vec<CacheInfo>,
     pub verification: Verification,
     /// This run finished the work of an earlier run of the same job that was interrupted.

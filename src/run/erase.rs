@@ -185,6 +185,7 @@ fn absorb_earlier(o: &mut Outcome, f: &InputFile, journal: &Journal) {
     let mut counts = RowCounts::default();
     counts.rows_in = earlier.rows_in;
     counts.unchecked = o.counts.unchecked;
+    counts.unnamed = o.counts.unnamed;
     counts.kept = earlier.rows_in.saturating_sub(earlier.rows_removed);
     counts.add_dropped(Reason::Erased, earlier.rows_removed);
     o.sha256_before = Some(earlier.sha256_before.clone());
@@ -458,6 +459,24 @@ pub fn run(job: &Job, args: &RunArgs, started: Timestamp, as_of: Timestamp) -> R
             "{unchecked} rows were kept unchecked (malformed lines, or subject values that are no id): no erased id was found in them, but they could not be ruled out"
         ));
     }
+    // A file in which no row names a subject was not checked at all: most likely the job's
+    // subject_field (or a table cache's) is not where the file keeps its subjects.
+    let unnamed: Vec<&str> = outcomes
+        .iter()
+        .filter(|o| {
+            o.status == FileStatus::Ok
+                && o.counts.unnamed > 0
+                && o.counts.unnamed + o.counts.unchecked == o.counts.rows_in
+        })
+        .map(|o| o.path.as_str())
+        .collect();
+    if !unnamed.is_empty() {
+        problems.push(format!(
+            "no row of {} names a subject where the job looks for it (subject_field): nothing in {} was checked",
+            unnamed.join(", "),
+            if unnamed.len() == 1 { "it" } else { "them" }
+        ));
+    }
     let symlinks: usize = targets.iter().map(|t| t.found.symlinks.len()).sum();
     if symlinks > 0 {
         problems.push(format!(
@@ -522,6 +541,7 @@ pub fn run(job: &Job, args: &RunArgs, started: Timestamp, as_of: Timestamp) -> R
         }),
         files_failed: count(&|o| o.status == FileStatus::Failed),
         malformed_kept: unchecked,
+        rows_without_subject: outcomes.iter().map(|o| o.counts.unnamed).sum(),
         caches,
         verification,
         resumed: journal.resumed,

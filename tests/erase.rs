@@ -1923,6 +1923,34 @@ fn a_file_in_which_no_row_names_a_subject_makes_the_erase_partial() {
     assert_eq!(p["erase"]["rows_without_subject"], 8);
 }
 
+/// Only consentry's own temporary files (`.consentry-XXXXXX.tmp`) are skipped and removed;
+/// a dataset that merely starts with `.consentry-` is swept like any other, and a file with
+/// a similar name is left alone.
+#[test]
+fn only_consentrys_own_temporary_files_are_skipped_and_removed() {
+    let env = Env::new();
+    env.write("erase.txt", "alice\n");
+    let rows = "{\"user_id\":\"alice\"}\n{\"user_id\":\"bob\"}\n";
+    env.write("data/.consentry-notes.jsonl", rows);
+    env.write("data/.consentry-Ab3dE9.tmp", "left by a killed run");
+    env.write("data/.consentry-notes.tmp", "someone else's");
+    erase_job(&env, &erase_section(""));
+    run_erase(&env, &[]).expect(0);
+    assert_eq!(
+        env.read_string("data/.consentry-notes.jsonl"),
+        "{\"user_id\":\"bob\"}\n"
+    );
+    assert!(!exists(&env.path("data/.consentry-Ab3dE9.tmp")));
+    assert_eq!(
+        env.read_string("data/.consentry-notes.tmp"),
+        "someone else's"
+    );
+    assert_eq!(
+        env.last_statement()["predicate"]["erase"]["rows_removed"],
+        1
+    );
+}
+
 #[test]
 fn a_cache_root_listed_twice_is_refused_before_anything_changes() {
     let env = Env::new();

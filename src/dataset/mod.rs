@@ -39,6 +39,18 @@ pub fn sha256_file(path: &Path) -> std::io::Result<(String, u64)> {
 /// Prefix of every temporary file consentry writes; discovery never treats one as input.
 pub const TEMP_PREFIX: &str = ".consentry-";
 
+/// Random characters between `TEMP_PREFIX` and `.tmp` in a temporary file's name.
+pub const TEMP_RANDOM: usize = 6;
+
+/// Whether `name` is one of consentry's own temporary files (`.consentry-XXXXXX.tmp`), which
+/// discovery skips and a new run removes as left by a killed one. Nothing else is: a user's
+/// `.consentry-notes.jsonl` is read like any dataset and never removed.
+pub fn is_temp_name(name: &str) -> bool {
+    name.strip_prefix(TEMP_PREFIX)
+        .and_then(|rest| rest.strip_suffix(".tmp"))
+        .is_some_and(|r| r.len() == TEMP_RANDOM && r.bytes().all(|b| b.is_ascii_alphanumeric()))
+}
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Codec {
@@ -172,7 +184,7 @@ pub fn discover(spec: &InputSpec) -> Result<Discovery> {
                 continue;
             }
             let name = entry.file_name().to_string_lossy();
-            if name.starts_with(TEMP_PREFIX) {
+            if is_temp_name(&name) {
                 continue;
             }
             let below_input = path.strip_prefix(input).unwrap_or(path);

@@ -15,7 +15,7 @@ use std::path::{Path, PathBuf};
 use tempfile::NamedTempFile;
 
 use super::digest::{self, Sha256};
-use super::TEMP_PREFIX;
+use super::{is_temp_name, TEMP_PREFIX, TEMP_RANDOM};
 
 /// How `commit` treats an existing file at the target.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -58,6 +58,7 @@ impl AtomicFile {
         std::fs::create_dir_all(dir)?;
         let temp = tempfile::Builder::new()
             .prefix(TEMP_PREFIX)
+            .rand_bytes(TEMP_RANDOM)
             .suffix(".tmp")
             .permissions(std::fs::Permissions::from_mode(mode & 0o7777))
             .tempfile_in(dir)?;
@@ -287,7 +288,7 @@ pub fn sweep_temp_files(dir: &Path) -> io::Result<usize> {
         let entry = entry?;
         let name = entry.file_name();
         let name = name.to_string_lossy();
-        if name.starts_with(TEMP_PREFIX) && name.ends_with(".tmp") && entry.file_type()?.is_file() {
+        if is_temp_name(&name) && entry.file_type()?.is_file() {
             std::fs::remove_file(entry.path())?;
             removed += 1;
         }

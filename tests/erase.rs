@@ -1170,6 +1170,48 @@ fn subjects_from_revocations_are_read_from_the_snapshot_at_as_of() {
     );
 }
 
+/// A new consent request (`pending`) after a revocation grants nothing: the subject still
+/// revoked. A grant after the revocation does restore consent, pending request or not.
+#[test]
+fn a_pending_request_after_a_revocation_does_not_hide_it() {
+    let env = Env::new();
+    env.sqlite(
+        "consent.db",
+        &format!(
+            "{RECORDS_TABLE} INSERT INTO consent_records
+             (id, user_id, purpose, status, granted_at, revoked_at, created_at) VALUES
+             ('1','rp','model_training','granted','2025-01-01T00:00:00Z',NULL,'2025-01-01T00:00:00Z'),
+             ('2','rp','model_training','revoked',NULL,'2025-03-01T00:00:00Z','2025-03-01T00:00:00Z'),
+             ('3','rp','model_training','pending',NULL,NULL,'2025-06-01T00:00:00Z'),
+             ('4','rgp','model_training','revoked',NULL,'2025-03-01T00:00:00Z','2025-03-01T00:00:00Z'),
+             ('5','rgp','model_training','granted','2025-04-01T00:00:00Z',NULL,'2025-04-01T00:00:00Z'),
+             ('6','rgp','model_training','pending',NULL,NULL,'2025-06-01T00:00:00Z'),
+             ('7','rf','model_training','revoked',NULL,'2025-03-01T00:00:00Z','2025-03-01T00:00:00Z'),
+             ('8','rf','model_training','granted','2027-01-01T00:00:00Z',NULL,'2025-06-01T00:00:00Z'),
+             ('9','p','model_training','pending',NULL,NULL,'2025-06-01T00:00:00Z');"
+        ),
+    );
+    let users = ["rp", "rgp", "rf", "p"];
+    let rows: String = users
+        .iter()
+        .map(|u| format!("{{\"user_id\":\"{u}\"}}\n"))
+        .collect();
+    env.write("data/a.jsonl", &rows);
+    erase_job(
+        &env,
+        "[consent]\nsnapshot = \"consent.db\"\npurpose = \"model_training\"\n\n\
+         [erase]\nsubjects_from_revocations = true\n",
+    );
+    run_erase(&env, &[]).expect(0);
+    assert_eq!(
+        env.read_string("data/a.jsonl"),
+        "{\"user_id\":\"rgp\"}\n{\"user_id\":\"p\"}\n",
+        "rp and rf revoked and were never granted again"
+    );
+    let e = &env.last_statement()["predicate"]["erase"];
+    assert_eq!(e["subjects"], json!(pseudonyms(&env, &["rp", "rf"])));
+}
+
 // ---------------------------------------------------------------------------------------
 // Idempotence, dry run, pseudonyms
 

@@ -226,6 +226,17 @@ impl<'p> Db<'p> {
     }
 }
 
+/// How pending records count when a snapshot is judged.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Reading {
+    /// As CONTRACT §3 says: the latest covering record decides, a pending one too.
+    Consent,
+    /// For finding who revoked (an erase job's `subjects_from_revocations`): pending records
+    /// (and grants that take effect after `as_of`) are passed over, so a new consent request
+    /// after a revocation does not hide the revocation. Every other verdict is the same.
+    Revocations,
+}
+
 /// Opens, hashes and judges a snapshot for one purpose at one instant.
 pub fn load(
     path: &Path,
@@ -234,9 +245,21 @@ pub fn load(
     as_of: Timestamp,
     rules: &Rules,
 ) -> Result<Snapshot> {
+    load_as(path, schema, purpose, as_of, rules, Reading::Consent)
+}
+
+/// `load`, reading pending records as `reading` says.
+pub fn load_as(
+    path: &Path,
+    schema: &SchemaKind,
+    purpose: &str,
+    as_of: Timestamp,
+    rules: &Rules,
+    reading: Reading,
+) -> Result<Snapshot> {
     std::thread::scope(|s| {
         let hashing = s.spawn(|| hash_file(path));
-        let judged = judge_all(path, schema, purpose, as_of, rules);
+        let judged = judge_all(path, schema, purpose, as_of, rules, reading);
         let file = hashing
             .join()
             .map_err(|_| Error::snapshot(path, "hashing thread panicked"))??;
@@ -370,6 +393,7 @@ fn judge_all(
     purpose: &str,
     as_of: Timestamp,
     rules: &Rules,
+    reading: Reading,
 ) -> Result<Judged> {
     let db = Db::open(path)?;
     let plan = db.plan(schema)?;
@@ -383,6 +407,9 @@ fn judge_all(
         let mut batch = Batch::default();
         let scanned = scan(&db, &plan, purpose, &derivers, None, as_of, rules, |row| {
             records += 1;
+            if reading == Reading::Revocations && row.verdict == Verdict::Pending {
+                return Ok(());
+            }
             batch.push(&row);
             if batch.records.len() >= BATCH || batch.users.len() >= BATCH_BYTES {
                 tx.send(std::mem::take(&mut batch))

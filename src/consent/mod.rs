@@ -13,7 +13,7 @@ use std::fmt;
 
 use serde::Serialize;
 
-pub use load::{explain, inspect, load, Explanation, Inspection, SnapshotFile};
+pub use load::{explain, inspect, load, load_as, Explanation, Inspection, Reading, SnapshotFile};
 pub use table::SubjectTable;
 
 use crate::time::Timestamp;

@@ -91,12 +91,13 @@ fn gather(job: &Job, spec: &EraseSpec, as_of: Timestamp) -> Result<(Subjects, Op
         s.from_file = read_subjects_file(path, &mut s.erased, &mut s.rejected)?;
     }
     let snapshot = match (spec.subjects_from_revocations, &job.consent) {
-        (true, Some(c)) => Some(consent::load(
+        (true, Some(c)) => Some(consent::load_as(
             &c.snapshot,
             &c.schema,
             &c.purpose,
             as_of,
             &c.rules,
+            consent::Reading::Revocations,
         )?),
         _ => None,
     };

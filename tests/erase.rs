@@ -1359,6 +1359,12 @@ fn dry_run_prints_the_plan_and_changes_nothing() {
         "cache entries in the plan:\n{}",
         out.stdout
     );
+    assert!(
+        out.stdout.contains("rows to remove; 6 files to rewrite")
+            && !out.stdout.contains("removed"),
+        "a plan says what it would do, not what it did:\n{}",
+        out.stdout
+    );
 
     let out = run_erase(&env, &["--dry-run", "--json"]).expect(0);
     assert_eq!(tree(env.dir.path(), true), before);

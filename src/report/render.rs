@@ -125,9 +125,10 @@ pub fn summary(statement: &Value, report: Option<&str>) -> String {
 }
 
 fn erase_summary(out: &mut String, e: &Value, p: &Value) {
+    let dry = p["job"]["dry_run"] == Value::Bool(true);
     let _ = writeln!(
         out,
-        "  erase      {} ({} from the subjects file, {} revoked); {} removed; {} rewritten, {} untouched, {} failed",
+        "  erase      {} ({} from the subjects file, {} revoked); {} {}; {} {}, {} untouched, {} failed",
         count(
             &e["subjects"].as_array().map_or(0, Vec::len).into(),
             "subject",
@@ -136,11 +137,12 @@ fn erase_summary(out: &mut String, e: &Value, p: &Value) {
         n(&e["subjects_from_file"]),
         n(&e["subjects_from_revocations"]),
         count(&e["rows_removed"], "row", "rows"),
+        if dry { "to remove" } else { "removed" },
         count(&e["files_rewritten"], "file", "files"),
+        if dry { "to rewrite" } else { "rewritten" },
         n(&e["files_untouched"]),
         n(&e["files_failed"])
     );
-    let dry = p["job"]["dry_run"] == Value::Bool(true);
     if dry {
         for f in p["inputs"].as_array().into_iter().flatten() {
             let erased = n(&f["rows_dropped"]["erased"]);
@@ -169,8 +171,8 @@ fn erase_summary(out: &mut String, e: &Value, p: &Value) {
     if !dry {
         let _ = writeln!(
             out,
-            "  verified   re-read {} rewritten and {}: {} and {} of erased subjects left ({})",
-            count(&v["files_checked"], "file", "files"),
+            "  verified   re-read {} and {}: {} and {} of erased subjects left ({})",
+            count(&v["files_checked"], "rewritten file", "rewritten files"),
             count(&v["caches_checked"], "cache", "caches"),
             count(&v["residual_rows"], "row", "rows"),
             count(&v["residual_entries"], "entry", "entries"),

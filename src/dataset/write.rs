@@ -60,7 +60,7 @@ impl AtomicFile {
             .prefix(TEMP_PREFIX)
             .rand_bytes(TEMP_RANDOM)
             .suffix(".tmp")
-            .permissions(std::fs::Permissions::from_mode(mode & 0o7777))
+            .permissions(std::fs::Permissions::from_mode(mode & 0o777))
             .tempfile_in(dir)?;
         Ok(AtomicFile {
             target: target.to_path_buf(),
@@ -266,9 +266,11 @@ fn parent(p: &Path) -> &Path {
     }
 }
 
-/// The permission bits of an existing file, for an output that mirrors or replaces it.
+/// The permission bits of an existing file, for an output that mirrors or replaces it:
+/// read, write and execute only. Set-user-id, set-group-id and sticky bits are not carried
+/// over: a data file has no use for them, and a copy made by this process must not gain them.
 pub fn mode_of(path: &Path) -> u32 {
-    std::fs::metadata(path).map_or(0o644, |m| m.permissions().mode() & 0o7777)
+    std::fs::metadata(path).map_or(0o644, |m| m.permissions().mode() & 0o777)
 }
 
 /// Makes a completed rename durable.
@@ -299,6 +301,28 @@ pub fn sweep_temp_files(dir: &Path) -> io::Result<usize> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn outputs_take_an_inputs_permission_bits_but_never_setuid_setgid_or_sticky() {
+        let dir = tempfile::tempdir().unwrap();
+        let input = dir.path().join("in.jsonl");
+        std::fs::write(&input, "x").unwrap();
+        for (given, kept) in [
+            (0o4755, 0o755),
+            (0o2640, 0o640),
+            (0o1600, 0o600),
+            (0o644, 0o644),
+        ] {
+            std::fs::set_permissions(&input, std::fs::Permissions::from_mode(given)).unwrap();
+            assert_eq!(mode_of(&input), kept, "{given:o}");
+            let out = dir.path().join("out.jsonl");
+            let mut f = AtomicFile::create(&out, given).unwrap();
+            f.write_all(b"x").unwrap();
+            f.commit(Replace::Always).unwrap();
+            let mode = std::fs::metadata(&out).unwrap().permissions().mode() & 0o7777;
+            assert_eq!(mode & 0o7000, 0, "{given:o} gave {mode:o}");
+        }
+    }
 
     fn sha(b: &[u8]) -> String {
         hex::encode(<sha2::Sha256 as sha2::Digest>::digest(b))

@@ -42,6 +42,11 @@ pub fn keygen(args: &KeygenArgs) -> Result<Exit> {
 }
 
 pub fn verify(args: &VerifyArgs) -> Result<Exit> {
+    // A key that cannot be read is a bad invocation (exit 2), not a report that failed.
+    if let Some(p) = &args.pubkey {
+        crate::report::sign::Verifier::load(p)
+            .map_err(|e| Error::Usage(format!("--pubkey {}: {e}", p.display())))?;
+    }
     let opts = verifier::Options {
         pubkey: args.pubkey.as_deref(),
         chain: args.chain,

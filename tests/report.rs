@@ -263,6 +263,56 @@ fn a_report_signed_by_another_key_fails_against_a_pinned_key() {
 }
 
 #[test]
+fn a_key_that_cannot_be_read_is_a_bad_invocation_not_a_failed_report() {
+    let (env, reports) = env_with_reports(1);
+    for key in ["nowhere.pub", "keys/signing.key"] {
+        let out = env
+            .run(&["verify", "--pubkey", key, path_str(&reports[0])])
+            .expect(2);
+        assert!(out.stderr.contains("--pubkey"), "{key}: {}", out.stderr);
+    }
+}
+
+/// A chain is signed by one key: a report signed by another, even one whose public key it
+/// names beside it, fails the chain unless each key's reports are verified on their own.
+#[test]
+fn a_chain_whose_reports_are_signed_by_different_keys_fails_without_a_pinned_key() {
+    let (env, _) = env_with_reports(1);
+    env.run(&["keygen", "--out", "keys2"]).expect(0);
+    let spec = env
+        .read_string("job.toml")
+        .replace("keys/signing.key", "keys2/signing.key");
+    env.write("job.toml", spec);
+    let _ = std::fs::remove_dir_all(env.path("out"));
+    env.run(&["run", "job.toml", "--no-progress"]).expect(0);
+    let out = verify(&env, &[]).expect(3);
+    assert!(
+        out.stdout.contains("00000002-") && out.stdout.contains("a chain is signed by one key"),
+        "{}",
+        out.stdout
+    );
+}
+
+/// A FIFO or a device under a report's name must not hang verify or the next job.
+#[test]
+fn a_report_name_that_is_not_a_regular_file_fails_instead_of_hanging() {
+    let (env, reports) = env_with_reports(1);
+    let fifo = env.path("reports/00000002-x.dsse.json");
+    let made = Command::new("mkfifo").arg(&fifo).status().unwrap();
+    assert!(made.success());
+    let out = verify(&env, &[]).expect(3);
+    assert!(out.stdout.contains("not a regular file"), "{}", out.stdout);
+    let out = env
+        .run(&["verify", path_str(&fifo), path_str(&reports[0])])
+        .expect(3);
+    assert!(out.stdout.contains("not a regular file"), "{}", out.stdout);
+    let _ = std::fs::remove_dir_all(env.path("out"));
+    let out = env.run(&["run", "job.toml", "--no-progress"]);
+    assert_ne!(out.code, 0, "{}", out.stdout);
+    assert!(out.stderr.contains("not a regular file"), "{}", out.stderr);
+}
+
+#[test]
 fn keygen_writes_private_files_and_never_overwrites() {
     let env = Env::new();
     let dir = env.path("k");

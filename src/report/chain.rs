@@ -26,13 +26,22 @@ pub fn sequence_of(name: &str) -> Option<u64> {
     valid.then(|| digits.parse().ok()).flatten()
 }
 
-/// Report files of a directory in name (= chain) order.
+/// Report files of a directory in name (= chain) order. An entry with a report's name that
+/// is not a regular file (a FIFO, a device, a link to one) is an error: reading it would
+/// block or never end.
 pub fn list(dir: &Path) -> Result<Vec<PathBuf>> {
     let mut found = Vec::new();
     for entry in std::fs::read_dir(dir).at("cannot read report directory", dir)? {
         let entry = entry.at("cannot read report directory", dir)?;
         if sequence_of(&entry.file_name().to_string_lossy()).is_some() {
-            found.push(entry.path());
+            let path = entry.path();
+            if !std::fs::metadata(&path).is_ok_and(|m| m.is_file()) {
+                return Err(Error::Input {
+                    path,
+                    message: "has a report's name but is not a regular file".into(),
+                });
+            }
+            found.push(path);
         }
     }
     found.sort();
@@ -40,6 +49,12 @@ pub fn list(dir: &Path) -> Result<Vec<PathBuf>> {
 }
 
 pub fn sha256_file(path: &Path) -> Result<String> {
+    if !std::fs::metadata(path).is_ok_and(|m| m.is_file()) {
+        return Err(Error::Input {
+            path: path.to_path_buf(),
+            message: "is not a regular file".into(),
+        });
+    }
     crate::dataset::sha256_file(path)
         .map(|(sha, _)| sha)
         .at("cannot read report", path)

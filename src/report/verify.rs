@@ -51,10 +51,16 @@ pub fn verify(reports: &[PathBuf], opts: &Options<'_>) -> Verification {
         pinned: fixed.is_some(),
         ..Verification::default()
     };
-    for path in reports {
+    let opened: Vec<Result<(Value, String), String>> =
+        reports.iter().map(|p| open(p, fixed.as_ref())).collect();
+    let latest = latest_digests(reports, &opened);
+    for (path, opened) in reports.iter().zip(opened) {
         let mut problems = Vec::new();
-        match check_one(path, fixed.as_ref(), opts.check_files, &mut problems) {
-            Ok(key_id) => {
+        match opened {
+            Ok((statement, key_id)) => {
+                if opts.check_files {
+                    check_files(path, &statement, &latest, &mut problems);
+                }
                 out.key_ids.insert(key_id);
             }
             Err(e) => problems.push(e),
@@ -87,9 +93,33 @@ pub fn verify(reports: &[PathBuf], opts: &Options<'_>) -> Verification {
     out
 }
 
+/// Reports are small; a larger file is not one (and is not read into memory).
+const MAX_REPORT: u64 = 256 << 20;
+
+/// A report file's bytes: a regular file (a FIFO or a device would block or never end)
+/// of at most `MAX_REPORT` bytes.
+fn read_report(path: &Path) -> Result<Vec<u8>, String> {
+    use std::io::Read;
+    let meta = std::fs::metadata(path).map_err(|e| format!("cannot read: {e}"))?;
+    if !meta.is_file() {
+        return Err("not a regular file".into());
+    }
+    let mut bytes = Vec::new();
+    std::fs::File::open(path)
+        .and_then(|f| f.take(MAX_REPORT + 1).read_to_end(&mut bytes))
+        .map_err(|e| format!("cannot read: {e}"))?;
+    if bytes.len() as u64 > MAX_REPORT {
+        return Err(format!(
+            "larger than {} MiB: not a report",
+            MAX_REPORT >> 20
+        ));
+    }
+    Ok(bytes)
+}
+
 /// Verifies one report's signature and returns its statement and the key id it verified with.
 fn open(path: &Path, fixed: Option<&Result<Verifier, String>>) -> Result<(Value, String), String> {
-    let bytes = std::fs::read(path).map_err(|e| format!("cannot read: {e}"))?;
+    let bytes = read_report(path)?;
     let verifier = match fixed {
         Some(Ok(v)) => v.clone(),
         Some(Err(e)) => return Err(e.clone()),
@@ -119,32 +149,84 @@ fn named_public_key(envelope: &[u8]) -> Result<PathBuf, String> {
     }
 }
 
-fn check_one(
-    path: &Path,
-    fixed: Option<&Result<Verifier, String>>,
-    check_files: bool,
-    problems: &mut Vec<String>,
-) -> Result<String, String> {
-    let (statement, key_id) = open(path, fixed)?;
-    if check_files {
-        let base = statement["predicate"]["job"]["base_dir"]
-            .as_str()
-            .map(PathBuf::from)
+/// An output file as a report names it: where it is, and the digest signed for it.
+fn outputs(statement: &Value) -> impl Iterator<Item = (String, PathBuf, String)> + '_ {
+    let base = statement["predicate"]["job"]["base_dir"]
+        .as_str()
+        .map(PathBuf::from)
+        .unwrap_or_default();
+    statement["subject"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .map(move |subject| {
+            let name = subject["name"].as_str().unwrap_or_default().to_string();
+            let want = subject["digest"]["sha256"]
+                .as_str()
+                .unwrap_or_default()
+                .to_string();
+            let file = crate::job::lexical_normalize(&base.join(&name));
+            (name, file, want)
+        })
+}
+
+/// Where a report is in its chain: its directory and signed sequence number.
+fn place(path: &Path, statement: &Value) -> Option<(PathBuf, u64)> {
+    let dir = std::fs::canonicalize(path).ok()?.parent()?.to_path_buf();
+    Some((dir, statement["predicate"]["chain"]["sequence"].as_u64()?))
+}
+
+/// Per output file, the latest report among `reports` that signed a digest for it (by
+/// signed sequence, within one report directory): an erase job that rewrites a filter job's
+/// outputs signs their new digests, and the older report's are then superseded, not broken.
+type Latest = std::collections::HashMap<PathBuf, (PathBuf, u64, String, String)>;
+
+fn latest_digests(reports: &[PathBuf], opened: &[Result<(Value, String), String>]) -> Latest {
+    let mut latest = Latest::new();
+    for (path, opened) in reports.iter().zip(opened) {
+        let Ok((statement, _)) = opened else { continue };
+        let Some((dir, seq)) = place(path, statement) else {
+            continue;
+        };
+        let report = path
+            .file_name()
+            .map(|n| n.to_string_lossy().into_owned())
             .unwrap_or_default();
-        for subject in statement["subject"].as_array().into_iter().flatten() {
-            let name = subject["name"].as_str().unwrap_or_default();
-            let want = subject["digest"]["sha256"].as_str().unwrap_or_default();
-            let file = base.join(name);
-            match chain::sha256_file(&file) {
-                Ok(got) if got == want => {}
-                Ok(_) => problems.push(format!(
-                    "output {name} changed since the report was signed (sha256 differs)"
-                )),
-                Err(e) => problems.push(format!("output {name}: {e}")),
+        for (_, file, want) in outputs(statement) {
+            let newer = latest
+                .get(&file)
+                .is_none_or(|(d, s, _, _)| *d == dir && *s < seq);
+            if newer {
+                latest.insert(file, (dir.clone(), seq, want, report.clone()));
             }
         }
     }
-    Ok(key_id)
+    latest
+}
+
+fn check_files(path: &Path, statement: &Value, latest: &Latest, problems: &mut Vec<String>) {
+    let here = place(path, statement);
+    for (name, file, want) in outputs(statement) {
+        // A later report of the same chain that signed this file says what it holds now.
+        let (want, by) = match (latest.get(&file), &here) {
+            (Some((dir, seq, sha, report)), Some((d, s))) if dir == d && seq > s => {
+                (sha.clone(), Some(report.clone()))
+            }
+            _ => (want, None),
+        };
+        match crate::dataset::sha256_file(&file) {
+            Ok((got, _)) if got == want => {}
+            Ok(_) => problems.push(match by {
+                Some(r) => format!(
+                    "output {name} changed since {r}, the latest report to sign it (sha256 differs)"
+                ),
+                None => {
+                    format!("output {name} changed since the report was signed (sha256 differs)")
+                }
+            }),
+            Err(e) => problems.push(format!("output {name} cannot be read: {e}")),
+        }
+    }
 }
 
 /// Checks that the report files of `dir` form one chain: sequences 1, 2, 3… matching their
@@ -159,6 +241,7 @@ fn check_chain(dir: &Path, fixed: Option<&Result<Verifier, String>>) -> Vec<Stri
         problems.push("no report files".into());
     }
     let mut previous: Option<(String, String)> = None;
+    let mut first_key: Option<(String, String)> = None;
     for (i, file) in files.iter().enumerate() {
         let name = file
             .file_name()
@@ -166,7 +249,17 @@ fn check_chain(dir: &Path, fixed: Option<&Result<Verifier, String>>) -> Vec<Stri
             .unwrap_or_default();
         let expected = i as u64 + 1;
         let statement = match open(file, fixed) {
-            Ok((s, _)) => s,
+            Ok((s, key_id)) => {
+                match &first_key {
+                    None => first_key = Some((name.clone(), key_id)),
+                    Some((first, k)) if *k != key_id => problems.push(format!(
+                        "{name}: signed by key {key_id}, but {first} by key {k}: a chain is signed by one key \
+                         (verify each key's reports with --pubkey)"
+                    )),
+                    Some(_) => {}
+                }
+                s
+            }
             Err(e) => {
                 problems.push(format!("{name}: {e}"));
                 previous = chain::sha256_file(file).ok().map(|s| (name, s));

@@ -277,6 +277,30 @@ fn output_dir_overlapping_an_input_is_refused() {
     expect_refused(&env, &["job.toml"]);
 }
 
+/// A symlink below the output dir could lead outputs into an input tree (or anywhere):
+/// the job is refused before it writes anything.
+#[test]
+fn a_symlinked_directory_below_the_output_dir_is_refused() {
+    let env = Env::new();
+    valid_job(&env);
+    env.write("data/forum/b.jsonl", "{\"user_id\":\"u1\",\"t\":3}\n");
+    env.write("elsewhere/keep.txt", "x");
+    std::fs::create_dir(env.path("out")).unwrap();
+    std::os::unix::fs::symlink("../elsewhere", env.path("out/forum")).unwrap();
+    let out = env.run(&["run", "job.toml", "--no-progress"]).expect(2);
+    assert!(
+        out.stderr.contains("out/forum") && out.stderr.contains("symlink"),
+        "{}",
+        out.stderr
+    );
+    let left: Vec<_> = std::fs::read_dir(env.path("elsewhere"))
+        .unwrap()
+        .map(|e| e.unwrap().file_name())
+        .collect();
+    assert_eq!(left, ["keep.txt"], "nothing was written through the link");
+    assert!(!env.path("out/a.jsonl").exists() && !env.path("reports").exists());
+}
+
 #[test]
 fn missing_snapshot_is_refused() {
     let env = Env::new();

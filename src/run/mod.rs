@@ -368,6 +368,27 @@ fn check_outputs(job: &Job, out_root: &Path, found: &Discovery) -> Result<()> {
             None => break,
         }
     }
+    // Below the output root, every directory an output goes into is made by this job or is a
+    // real directory: a symlink there could lead anywhere, an input tree included.
+    let mut dirs = std::collections::BTreeSet::new();
+    for f in &found.files {
+        let mut dir = f.rel.parent();
+        while let Some(d) = dir.filter(|d| !d.as_os_str().is_empty()) {
+            dirs.insert(out_root.join(d));
+            dir = d.parent();
+        }
+    }
+    if let Some(link) = dirs.iter().find(|d| {
+        d.symlink_metadata()
+            .is_ok_and(|m| m.file_type().is_symlink())
+    }) {
+        return Err(Error::Output {
+            path: link.clone(),
+            message: "is a symlink: outputs are never written through one (it could lead into an \
+                      input or anywhere else); remove it or choose another [output] dir"
+                .into(),
+        });
+    }
     let existing: Vec<String> = found
         .files
         .iter()

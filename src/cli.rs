@@ -53,8 +53,9 @@ pub struct RunArgs {
     /// Print the summary as one JSON object instead of text.
     #[arg(long)]
     pub json: bool,
-    /// Erase jobs: start afresh although an interrupted run of this job left a journal made
-    /// with a different spec, subject list or snapshot (its progress is then not reported).
+    /// Start afresh although an interrupted run of this job left a journal made with a
+    /// different spec, subject list or snapshot (its progress is then not reported; a filter
+    /// job's partial outputs must be removed by hand first).
     #[arg(long)]
     pub discard_journal: bool,
 }

@@ -23,7 +23,11 @@ fn main() -> ExitCode {
         Err(err) => {
             let mut stderr = std::io::stderr().lock();
             let _ = write!(stderr, "consentry: error: {err}");
-            let mut source = std::error::Error::source(&err);
+            // A late error shows its inner error's message; its causes follow.
+            let mut source = match &err {
+                consentry::Error::Late(inner) => std::error::Error::source(inner.as_ref()),
+                other => std::error::Error::source(other),
+            };
             while let Some(cause) = source {
                 let _ = write!(stderr, ": {cause}");
                 source = cause.source();

@@ -243,11 +243,11 @@ fn every_timestamp_form_is_read_and_garbage_names_the_row() {
     );
 }
 
-/// Numbers are Unix seconds only between 2000 and 2100: a revocation written as a Julian
+/// Numbers are Unix seconds only between 2000 and 9999: a revocation written as a Julian
 /// day, in milliseconds or as `YYYYMMDD` would otherwise land in 1970 or after as_of and
 /// be ignored, keeping the rows of a subject who revoked.
 #[test]
-fn numeric_timestamps_outside_2000_to_2100_name_the_row_instead_of_moving_a_revocation() {
+fn numeric_timestamps_outside_2000_to_9999_name_the_row_instead_of_moving_a_revocation() {
     let env = Env::new();
     let table = "CREATE TABLE consent_records (id TEXT, user_id TEXT, purpose TEXT, status TEXT, created_at);";
     env.sqlite(
@@ -267,6 +267,19 @@ fn numeric_timestamps_outside_2000_to_2100_name_the_row_instead_of_moving_a_revo
         "fractions of a second order records"
     );
     assert_eq!(verdict(&env, "ok.db", "t_offset"), "valid");
+    env.sqlite(
+        "forever.db",
+        "CREATE TABLE consent_records (id TEXT, user_id TEXT, purpose TEXT, status TEXT, expiry_at, created_at);
+         INSERT INTO consent_records VALUES
+             ('1','forever','model_training','granted',253402300799,'2025-01-01T00:00:00Z'),
+             ('2','lapsed','model_training','granted',1767225600,'2025-01-01T00:00:00Z');",
+    );
+    assert_eq!(
+        verdict(&env, "forever.db", "forever"),
+        "valid",
+        "9999-12-31T23:59:59Z, a 'never expires' sentinel"
+    );
+    assert_eq!(verdict(&env, "forever.db", "lapsed"), "not valid: expired");
 
     env.write("data/a.jsonl", "{\"user_id\":\"SECRET-USER-9\"}\n");
     for (i, (what, value)) in [
@@ -296,7 +309,7 @@ fn numeric_timestamps_outside_2000_to_2100_name_the_row_instead_of_moving_a_revo
         assert!(
             out.stderr.contains(&format!("row id \"r{i}\""))
                 && out.stderr.contains("created_at")
-                && out.stderr.contains("between 2000 and 2100"),
+                && out.stderr.contains("between 2000 and 9999"),
             "{what}: {}",
             out.stderr
         );

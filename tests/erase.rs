@@ -1188,10 +1188,13 @@ fn a_pending_request_after_a_revocation_does_not_hide_it() {
              ('6','rgp','model_training','pending',NULL,NULL,'2025-06-01T00:00:00Z'),
              ('7','rf','model_training','revoked',NULL,'2025-03-01T00:00:00Z','2025-03-01T00:00:00Z'),
              ('8','rf','model_training','granted','2027-01-01T00:00:00Z',NULL,'2025-06-01T00:00:00Z'),
-             ('9','p','model_training','pending',NULL,NULL,'2025-06-01T00:00:00Z');"
+             ('9','p','model_training','pending',NULL,NULL,'2025-06-01T00:00:00Z');
+             INSERT INTO consent_records (id, user_id, purpose, status, derived_purposes, created_at) VALUES
+             ('10','dq','analytics','pending','[\"model_training\"]','2025-01-01T00:00:00Z'),
+             ('11','dq','analytics','revoked',NULL,'2025-03-01T00:00:00Z');"
         ),
     );
-    let users = ["rp", "rgp", "rf", "p"];
+    let users = ["rp", "rgp", "rf", "p", "dq"];
     let rows: String = users
         .iter()
         .map(|u| format!("{{\"user_id\":\"{u}\"}}\n"))
@@ -1206,10 +1209,11 @@ fn a_pending_request_after_a_revocation_does_not_hide_it() {
     assert_eq!(
         env.read_string("data/a.jsonl"),
         "{\"user_id\":\"rgp\"}\n{\"user_id\":\"p\"}\n",
-        "rp and rf revoked and were never granted again"
+        "rp and rf revoked and were never granted again; dq revoked a purpose that derives \
+         model_training, though only a pending record of it said so"
     );
     let e = &env.last_statement()["predicate"]["erase"];
-    assert_eq!(e["subjects"], json!(pseudonyms(&env, &["rp", "rf"])));
+    assert_eq!(e["subjects"], json!(pseudonyms(&env, &["rp", "rf", "dq"])));
 }
 
 // ---------------------------------------------------------------------------------------

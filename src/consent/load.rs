@@ -328,10 +328,12 @@ struct Judged1 {
     verdict: Verdict,
     deriver: Option<u16>,
     derives: bool,
+    /// The verdict counts (false: the record only says its purpose derives ours).
+    counts: bool,
 }
 
 impl Batch {
-    fn push(&mut self, row: &Row<'_>) {
+    fn push(&mut self, row: &Row<'_>, counts: bool) {
         self.users.push_str(&row.user);
         self.records.push(Judged1 {
             end: self.users.len(),
@@ -339,6 +341,7 @@ impl Batch {
             verdict: row.verdict,
             deriver: row.deriver,
             derives: row.derives,
+            counts,
         });
     }
 
@@ -381,7 +384,9 @@ fn fold_batches(
                     &mut slot.0
                 }
             };
-            state.add(r.at, r.verdict);
+            if r.counts {
+                state.add(r.at, r.verdict);
+            }
         }
     }
     Ok(f)
@@ -407,10 +412,9 @@ fn judge_all(
         let mut batch = Batch::default();
         let scanned = scan(&db, &plan, purpose, &derivers, None, as_of, rules, |row| {
             records += 1;
-            if reading == Reading::Revocations && row.verdict == Verdict::Pending {
-                return Ok(());
-            }
-            batch.push(&row);
+            // A pending record passed over still says that its purpose derives ours.
+            let counts = !(reading == Reading::Revocations && row.verdict == Verdict::Pending);
+            batch.push(&row, counts);
             if batch.records.len() >= BATCH || batch.users.len() >= BATCH_BYTES {
                 tx.send(std::mem::take(&mut batch))
                     .map_err(|_| db.err("stopped folding records"))?;
@@ -854,18 +858,19 @@ fn scan(
     Ok(())
 }
 
-/// Numeric timestamps are Unix seconds between 2000-01-01 and 2100-01-01. Other numbers are
-/// more likely milliseconds, a Julian day (SQLite's REAL dates) or a `YYYYMMDD` date than a
-/// consent given before 2000, and read as seconds they would put a revocation in 1970 or after
-/// `as_of`, where it would be ignored: they are errors.
-const UNIX_SECONDS: std::ops::Range<i64> = 946_684_800..4_102_444_800;
+/// Numeric timestamps are Unix seconds from 2000-01-01 to the end of 9999 (which takes in
+/// "never expires" sentinels such as 253402300799). Other numbers are more likely
+/// milliseconds (which start at 9.5e11 for 2000), a Julian day (SQLite's REAL dates) or a
+/// `YYYYMMDD` date than a consent given before 2000, and read as seconds they would put a
+/// revocation in 1970 or far after `as_of`, where it would be ignored: they are errors.
+const UNIX_SECONDS: std::ops::Range<i64> = 946_684_800..253_402_300_800;
 
 fn unix_seconds(n: i64) -> Result<Timestamp, String> {
     UNIX_SECONDS
         .contains(&n)
         .then(|| Timestamp::from_unix_seconds(n))
         .flatten()
-        .ok_or_else(|| format!("{n} is not Unix seconds between 2000 and 2100 (milliseconds? a Julian day? YYYYMMDD?)"))
+        .ok_or_else(|| format!("{n} is not Unix seconds between 2000 and 9999 (milliseconds? a Julian day? YYYYMMDD?)"))
 }
 
 /// A timestamp cell: text in any accepted form, or Unix seconds as an integer, a real or
@@ -880,7 +885,7 @@ fn timestamp(v: ValueRef<'_>) -> Result<Option<Timestamp>, String> {
                 && (UNIX_SECONDS.start as f64..UNIX_SECONDS.end as f64).contains(&whole))
             {
                 return Err(format!(
-                    "{r} is not Unix seconds between 2000 and 2100 (a Julian day?)"
+                    "{r} is not Unix seconds between 2000 and 9999 (a Julian day?)"
                 ));
             }
             Ok(Some(Timestamp::from_micros((r * 1e6) as i64)))
@@ -896,7 +901,7 @@ fn timestamp(v: ValueRef<'_>) -> Result<Option<Timestamp>, String> {
             {
                 return match digits.parse::<i64>() {
                     Ok(n) => unix_seconds(n).map(Some),
-                    Err(_) => Err(format!("{s:?} is not Unix seconds between 2000 and 2100")),
+                    Err(_) => Err(format!("{s:?} is not Unix seconds between 2000 and 9999")),
                 };
             }
             Timestamp::parse(s)

@@ -199,8 +199,9 @@ pub struct Facts<'a> {
 ///
 /// An absent column imposes no constraint (CONTRACT §3). A NULL `notice_version` or
 /// `data_categories` cannot satisfy a rule the job sets (fail closed: nothing proves the
-/// notice was read or the category covered). A NULL `legal_basis` is no constraint: a
-/// consent record that states no other basis rests on consent.
+/// notice was read or the category covered). A NULL `legal_basis` reads as `consent`: a
+/// consent record that states no other basis rests on consent, so it passes only where
+/// consent is allowed.
 pub fn judge(f: &Facts<'_>, at: Timestamp, rules: &Rules) -> Verdict {
     match f.status {
         Some(Status::Revoked) => return Verdict::Revoked,

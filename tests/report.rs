@@ -312,6 +312,39 @@ fn a_report_name_that_is_not_a_regular_file_fails_instead_of_hanging() {
     assert!(out.stderr.contains("not a regular file"), "{}", out.stderr);
 }
 
+/// An output rewritten by a later job must match that job's report, and only a report of
+/// the same key may vouch for it: one signed by another key (whose public key it names)
+/// cannot make the earlier report's changed output pass.
+#[test]
+fn only_a_later_report_of_the_same_key_supersedes_an_outputs_digest() {
+    let (env, reports) = env_with_reports(1);
+    env.run(&["keygen", "--out", "keys2"]).expect(0);
+    env.write("erase.txt", "u1\n");
+    env.write(
+        "erase.toml",
+        "[job]\nname = \"e\"\nkind = \"erase\"\n\n[input]\npaths = [\"out\"]\n\
+         subject_field = \"user_id\"\n\n[erase]\nsubjects_file = \"erase.txt\"\n\n\
+         [report]\ndir = \"reports\"\nsigning_key = \"keys2/signing.key\"\n\
+         pseudonym_key = \"keys2/pseudonym.key\"\n",
+    );
+    env.run(&["run", "erase.toml", "--no-progress"]).expect(0);
+    let second = env.path("reports/00000002-e.dsse.json");
+    let out = env
+        .run(&[
+            "verify",
+            "--check-files",
+            path_str(&reports[0]),
+            path_str(&second),
+        ])
+        .expect(3);
+    assert!(
+        out.stdout
+            .contains("out/a.jsonl changed since the report was signed"),
+        "{}",
+        out.stdout
+    );
+}
+
 #[test]
 fn keygen_writes_private_files_and_never_overwrites() {
     let env = Env::new();

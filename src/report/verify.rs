@@ -59,7 +59,7 @@ pub fn verify(reports: &[PathBuf], opts: &Options<'_>) -> Verification {
         match opened {
             Ok((statement, key_id)) => {
                 if opts.check_files {
-                    check_files(path, &statement, &latest, &mut problems);
+                    check_files(path, &statement, &key_id, &latest, &mut problems);
                 }
                 out.key_ids.insert(key_id);
             }
@@ -177,14 +177,17 @@ fn place(path: &Path, statement: &Value) -> Option<(PathBuf, u64)> {
 }
 
 /// Per output file, the latest report among `reports` that signed a digest for it (by
-/// signed sequence, within one report directory): an erase job that rewrites a filter job's
-/// outputs signs their new digests, and the older report's are then superseded, not broken.
-type Latest = std::collections::HashMap<PathBuf, (PathBuf, u64, String, String)>;
+/// signed sequence, within one report directory, with its key id): an erase job that
+/// rewrites a filter job's outputs signs their new digests, and the older report's are then
+/// superseded, not broken. Only a report signed by the same key supersedes.
+type Latest = std::collections::HashMap<PathBuf, (PathBuf, u64, String, String, String)>;
 
 fn latest_digests(reports: &[PathBuf], opened: &[Result<(Value, String), String>]) -> Latest {
     let mut latest = Latest::new();
     for (path, opened) in reports.iter().zip(opened) {
-        let Ok((statement, _)) = opened else { continue };
+        let Ok((statement, key)) = opened else {
+            continue;
+        };
         let Some((dir, seq)) = place(path, statement) else {
             continue;
         };
@@ -195,25 +198,36 @@ fn latest_digests(reports: &[PathBuf], opened: &[Result<(Value, String), String>
         for (_, file, want) in outputs(statement) {
             let newer = latest
                 .get(&file)
-                .is_none_or(|(d, s, _, _)| *d == dir && *s < seq);
+                .is_none_or(|(d, s, _, _, k)| *d == dir && *s < seq && k == key);
             if newer {
-                latest.insert(file, (dir.clone(), seq, want, report.clone()));
+                latest.insert(file, (dir.clone(), seq, want, report.clone(), key.clone()));
             }
         }
     }
     latest
 }
 
-fn check_files(path: &Path, statement: &Value, latest: &Latest, problems: &mut Vec<String>) {
+fn check_files(
+    path: &Path,
+    statement: &Value,
+    key: &str,
+    latest: &Latest,
+    problems: &mut Vec<String>,
+) {
     let here = place(path, statement);
     for (name, file, want) in outputs(statement) {
-        // A later report of the same chain that signed this file says what it holds now.
+        // A later report of the same chain and key that signed this file says what it holds
+        // now.
         let (want, by) = match (latest.get(&file), &here) {
-            (Some((dir, seq, sha, report)), Some((d, s))) if dir == d && seq > s => {
+            (Some((dir, seq, sha, report, k)), Some((d, s))) if dir == d && seq > s && k == key => {
                 (sha.clone(), Some(report.clone()))
             }
             _ => (want, None),
         };
+        if !std::fs::metadata(&file).is_ok_and(|m| m.is_file()) {
+            problems.push(format!("output {name} is missing or not a regular file"));
+            continue;
+        }
         match crate::dataset::sha256_file(&file) {
             Ok((got, _)) if got == want => {}
             Ok(_) => problems.push(match by {

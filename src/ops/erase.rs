@@ -72,19 +72,20 @@ impl RowRule for EraseRule<'_> {
                 }
             }
             // A float, bool or container where the subject should be names no subject (§4).
-            Line::Invalid | Line::Blank | Line::Missing => return Decision::KeepUnnamed,
+            Line::Invalid | Line::Missing => return Decision::KeepUnnamed,
+            Line::Blank => return Decision::Keep,
         };
         if erased {
             Decision::Drop(Reason::Erased)
         } else {
-            Decision::Keep
+            Decision::KeepNamed
         }
     }
 
     fn cell(&self, cell: Cell<'_>) -> Decision {
         match cell {
             Cell::Id(id) if self.erased.contains(id) => Decision::Drop(Reason::Erased),
-            Cell::Id(_) => Decision::Keep,
+            Cell::Id(_) => Decision::KeepNamed,
             Cell::Missing => Decision::KeepUnnamed,
             // The whole column's type cannot hold ids (float, decimal, bool…): the subject_field
             // is likely wrong, and no row can be ruled out.

@@ -102,9 +102,10 @@ pub struct RowCounts {
     pub kept: u64,
     /// Kept rows that could not be judged (malformed lines an erasure cannot rule out).
     pub unchecked: u64,
-    /// Kept rows that name no subject (erase jobs: blank, or the field missing, null or
-    /// no id).
+    /// Kept rows that name no subject (erase jobs: the field missing, null or no id).
     pub unnamed: u64,
+    /// Kept rows that name a subject not erased (erase jobs).
+    pub named: u64,
     dropped: [u64; REASONS],
 }
 
@@ -147,6 +148,7 @@ impl AddAssign for RowCounts {
         self.kept += o.kept;
         self.unchecked += o.unchecked;
         self.unnamed += o.unnamed;
+        self.named += o.named;
         for (a, b) in self.dropped.iter_mut().zip(o.dropped) {
             *a += b;
         }

@@ -41,7 +41,9 @@ pub enum Decision {
     Keep,
     /// Kept although it could not be judged (a malformed line an erasure cannot rule out).
     KeepUnchecked,
-    /// Kept because it names no subject (blank, or the field missing, null or no id).
+    /// Kept because the subject it names is not erased (erase jobs).
+    KeepNamed,
+    /// Kept because it names no subject (the field missing, null or no id).
     KeepUnnamed,
     Drop(Reason),
 }
@@ -99,6 +101,10 @@ impl RowCounts {
             Decision::KeepUnchecked => {
                 self.keep();
                 self.unchecked += 1;
+            }
+            Decision::KeepNamed => {
+                self.keep();
+                self.named += 1;
             }
             Decision::KeepUnnamed => {
                 self.keep();

@@ -187,6 +187,7 @@ fn absorb_earlier(o: &mut Outcome, f: &InputFile, journal: &Journal) {
     counts.rows_in = earlier.rows_in;
     counts.unchecked = o.counts.unchecked;
     counts.unnamed = o.counts.unnamed;
+    counts.named = o.counts.named;
     counts.kept = earlier.rows_in.saturating_sub(earlier.rows_removed);
     counts.add_dropped(Reason::Erased, earlier.rows_removed);
     o.sha256_before = Some(earlier.sha256_before.clone());
@@ -460,14 +461,17 @@ pub fn run(job: &Job, args: &RunArgs, started: Timestamp, as_of: Timestamp) -> R
             "{unchecked} rows were kept unchecked (malformed lines, or subject values that are no id): no erased id was found in them, but they could not be ruled out"
         ));
     }
-    // A file in which no row names a subject was not checked at all: most likely the job's
-    // subject_field (or a table cache's) is not where the file keeps its subjects.
+    // A JSONL file in which no row names a subject was not checked at all: most likely the
+    // job's subject_field (or a table cache's) is not where the file keeps its subjects. (A
+    // Parquet file without the column fails; one whose column is all null is anonymous.)
     let unnamed: Vec<&str> = outcomes
         .iter()
         .filter(|o| {
             o.status == FileStatus::Ok
+                && o.format != "parquet"
                 && o.counts.unnamed > 0
-                && o.counts.unnamed + o.counts.unchecked == o.counts.rows_in
+                && o.counts.named == 0
+                && o.counts.dropped_for(Reason::Erased) == 0
         })
         .map(|o| o.path.as_str())
         .collect();

@@ -170,7 +170,7 @@ fn filter(job: &Job, args: &RunArgs, started: Timestamp, as_of: Timestamp) -> Re
             ))?;
             return Ok(Exit::Ok);
         }
-        undo_interrupted_outputs(j)?;
+        undo_interrupted_outputs(j, out_root)?;
     }
     check_outputs(job, out_root, &found)?;
     let before_write = |target: &Path| match &journal {
@@ -306,8 +306,29 @@ pub(crate) fn open_journal(
 /// A filter job killed part-way left outputs (and perhaps temp files) that this job made: the
 /// re-run removes them and writes every output afresh, so nothing half-done is kept and
 /// nothing that was there before the job is touched (the journal names only its own files).
-fn undo_interrupted_outputs(journal: &Journal) -> Result<()> {
+fn undo_interrupted_outputs(journal: &Journal, out_root: &Path) -> Result<()> {
     for target in journal.outputs() {
+        // Removed only where the interrupted run wrote it: not through a directory that has
+        // since become a symlink (which could lead into an input), nor outside the root.
+        let below = target.strip_prefix(out_root).ok();
+        let linked = below.and_then(|rel| {
+            rel.ancestors()
+                .skip(1)
+                .filter(|a| !a.as_os_str().is_empty())
+                .map(|a| out_root.join(a))
+                .find(|d| {
+                    d.symlink_metadata()
+                        .is_ok_and(|m| m.file_type().is_symlink())
+                })
+        });
+        if below.is_none() || linked.is_some() {
+            return Err(Error::Output {
+                path: linked.unwrap_or(target),
+                message: "an interrupted run's output is no longer reached without a symlink \
+                          (or lies outside [output] dir): not removed; remove it by hand"
+                    .into(),
+            });
+        }
         match std::fs::remove_file(&target) {
             Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
                 return Err(Error::io(
@@ -593,4 +614,48 @@ pub(crate) fn finish(
         .map_err(Error::late)?;
     }
     Ok(exit)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The outputs an interrupted filter run journaled are removed on its re-run, but never
+    /// through a directory that has since become a symlink (here, into an "input").
+    #[test]
+    fn an_interrupted_runs_outputs_are_not_removed_through_a_symlink() {
+        let dir = tempfile::tempdir().unwrap();
+        let out_root = dir.path().join("out");
+        let identity = journal::Identity {
+            job: "f".into(),
+            spec_sha256: "spec".into(),
+            subjects: String::new(),
+            snapshot_sha256: None,
+        };
+        let path = Journal::path_for(&dir.path().join("reports"), "f");
+        let j = Journal::open(path, identity, false).unwrap_or_else(|_| panic!());
+        let kept = out_root.join("a.jsonl");
+        let linked = out_root.join("sub/b.jsonl");
+        j.add_output(&kept).unwrap();
+        j.add_output(&linked).unwrap();
+        std::fs::create_dir_all(&out_root).unwrap();
+        std::fs::write(&kept, "partial").unwrap();
+        std::fs::create_dir_all(dir.path().join("data")).unwrap();
+        std::fs::write(dir.path().join("data/b.jsonl"), "an input").unwrap();
+        std::os::unix::fs::symlink("../data", out_root.join("sub")).unwrap();
+
+        let err = undo_interrupted_outputs(&j, &out_root).unwrap_err();
+        assert!(err.to_string().contains("symlink"), "{err}");
+        assert_eq!(
+            std::fs::read_to_string(dir.path().join("data/b.jsonl")).unwrap(),
+            "an input"
+        );
+
+        std::fs::remove_file(out_root.join("sub")).unwrap();
+        undo_interrupted_outputs(&j, &out_root).unwrap();
+        assert!(
+            !kept.exists(),
+            "the interrupted run's own output is removed"
+        );
+    }
 }

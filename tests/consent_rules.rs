@@ -41,6 +41,17 @@ fn verdict(env: &Env, db: &str, subject: &str) -> String {
     word
 }
 
+/// Writes a filter job over `data/` by the `model_training` consent of snapshot `db`, with
+/// `rules` added to `[consent]`, and runs it.
+fn filter_by(env: &Env, db: &str, rules: &str) -> Output {
+    env.filter_job(
+        &format!("snapshot = \"{db}\"\npurpose = \"model_training\"\n{rules}"),
+        "user_id",
+        "",
+    );
+    env.run(&["run", "job.toml", "--no-progress"])
+}
+
 fn records(rows: &str) -> String {
     format!("{RECORDS_TABLE}\n{rows}")
 }
@@ -221,12 +232,7 @@ fn every_timestamp_form_is_read_and_garbage_names_the_row() {
         ),
     );
     env.write("data/a.jsonl", "{\"user_id\":\"SECRET-USER-9\"}\n");
-    env.filter_job(
-        "snapshot = \"bad.db\"\npurpose = \"model_training\"",
-        "user_id",
-        "",
-    );
-    let out = env.run(&["run", "job.toml", "--no-progress"]).expect(2);
+    let out = filter_by(&env, "bad.db", "").expect(2);
     assert!(
         !env.path("out").exists() && !env.path("reports").exists(),
         "nothing written"
@@ -300,12 +306,7 @@ fn numeric_timestamps_outside_2000_to_9999_name_the_row_instead_of_moving_a_revo
                  ('r{i}','SECRET-USER-9','model_training','revoked',{value});"
             ),
         );
-        env.filter_job(
-            &format!("snapshot = \"{db}\"\npurpose = \"model_training\""),
-            "user_id",
-            "",
-        );
-        let out = env.run(&["run", "job.toml", "--no-progress"]).expect(2);
+        let out = filter_by(&env, &db, "").expect(2);
         assert!(
             out.stderr.contains(&format!("row id \"r{i}\""))
                 && out.stderr.contains("created_at")
@@ -349,12 +350,7 @@ fn columns_are_found_whatever_their_letter_case_and_generated_ones_count() {
     assert_eq!(verdict(&env, "generated.db", "old"), "not valid: expired");
     assert_eq!(verdict(&env, "generated.db", "new"), "valid");
     env.write("data/a.jsonl", "{\"user_id\":\"new\"}\n");
-    env.filter_job(
-        "snapshot = \"generated.db\"\npurpose = \"model_training\"\nmin_notice_version = 2",
-        "user_id",
-        "",
-    );
-    env.run(&["run", "job.toml", "--no-progress"]).expect(0);
+    filter_by(&env, "generated.db", "min_notice_version = 2").expect(0);
     assert_eq!(
         env.read_string("out/a.jsonl"),
         "",
@@ -396,12 +392,7 @@ fn a_purpose_spelled_in_another_letter_case_is_refused_not_guessed() {
                  INSERT INTO consent_records VALUES {rows};"
             ),
         );
-        env.filter_job(
-            "snapshot = \"c.db\"\npurpose = \"model_training\"",
-            "user_id",
-            "",
-        );
-        let out = env.run(&["run", "job.toml", "--no-progress"]).expect(2);
+        let out = filter_by(&env, "c.db", "").expect(2);
         assert!(
             out.stderr.contains("row id \"2\"") && out.stderr.contains("only in letter case"),
             "{collation}: {}",
@@ -445,12 +436,7 @@ fn a_null_legal_basis_counts_as_consent() {
         ),
     ] {
         let _ = std::fs::remove_dir_all(env.path("out"));
-        env.filter_job(
-            &format!("snapshot = \"c.db\"\npurpose = \"model_training\"\n{allowed}"),
-            "user_id",
-            "",
-        );
-        env.run(&["run", "job.toml", "--no-progress"]).expect(0);
+        filter_by(&env, "c.db", allowed).expect(0);
         assert_eq!(env.read_string("out/a.jsonl"), kept, "{allowed}");
     }
 
@@ -462,12 +448,7 @@ fn a_null_legal_basis_counts_as_consent() {
         ),
     );
     let _ = std::fs::remove_dir_all(env.path("out"));
-    env.filter_job(
-        "snapshot = \"bad.db\"\npurpose = \"model_training\"",
-        "user_id",
-        "",
-    );
-    let out = env.run(&["run", "job.toml", "--no-progress"]).expect(2);
+    let out = filter_by(&env, "bad.db", "").expect(2);
     assert!(
         out.stderr.contains("row id \"b1\"") && out.stderr.contains("legal_basis"),
         "{}",
@@ -772,12 +753,7 @@ fn records_read_from_a_pending_write_ahead_log_are_flagged() {
         "data/a.jsonl",
         "{\"user_id\":\"u1\"}\n{\"user_id\":\"u2\"}\n",
     );
-    env.filter_job(
-        "snapshot = \"c.db\"\npurpose = \"model_training\"",
-        "user_id",
-        "",
-    );
-    env.run(&["run", "job.toml", "--no-progress"]).expect(0);
+    filter_by(&env, "c.db", "").expect(0);
     let warnings = &env.last_statement()["predicate"]["consent"]["warnings"];
     assert_eq!(warnings, &serde_json::json!([]), "checkpointed on close");
 

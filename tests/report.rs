@@ -481,6 +481,30 @@ fn jobs_writing_to_one_report_dir_at_once_keep_one_chain() {
 }
 
 #[test]
+fn a_copy_of_a_running_jobs_spec_is_refused_and_runs_once_it_ends() {
+    // Another run of the job, from another spec file, holds the job's run lock.
+    let (env, _) = env_with_reports(1);
+    std::fs::remove_dir_all(env.path("out")).unwrap();
+    std::fs::copy(env.path("job.toml"), env.path("copy.toml")).unwrap();
+    let lock = std::fs::File::create(env.path("reports/.consentry-run-t.lock")).unwrap();
+    lock.lock().unwrap();
+    let out = env.run(&["run", "copy.toml", "--no-progress"]).expect(2);
+    assert!(
+        out.stderr.contains("job t is already running")
+            && out.stderr.contains(".consentry-run-t.lock"),
+        "{}",
+        out.stderr
+    );
+    assert!(!env.path("out").exists(), "nothing written");
+    drop(lock);
+    env.run(&["run", "copy.toml", "--no-progress"]).expect(0);
+    assert_eq!(
+        env.read_string("out/a.jsonl"),
+        "{\"user_id\":\"u1\",\"t\":1}\n"
+    );
+}
+
+#[test]
 fn a_second_run_of_the_same_job_while_one_runs_is_refused() {
     let (env, _) = env_with_reports(0);
     let big: String = (0..200_000)

@@ -8,6 +8,12 @@
 //! removes anything, the entries it found are recorded, so that the re-run of a sweep killed
 //! part-way counts the entries already gone as removed, not as absent. The journal holds
 //! paths, digests, counts and pseudonyms, never a subject id.
+//!
+//! The journal belongs to one run at a time: the run holds `.consentry-run-<job>.lock`
+//! beside it, taken when the journal is opened if the report directory exists and at its
+//! first save otherwise. So a second run of the job (from a copy of its spec, or another
+//! spec with the same name and report directory) never resumes a journal that is still
+//! being written, nor overwrites one.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::io::Write;
@@ -70,12 +76,52 @@ pub struct Journal {
     state: Mutex<State>,
     /// An earlier run of this job left this journal.
     pub resumed: bool,
+    /// The run lock, once taken, and whether this run may replace a journal file.
+    owner: Mutex<Owner>,
+}
+
+#[derive(Default)]
+struct Owner {
+    lock: Option<std::fs::File>,
+    /// Set when this run resumed or discarded the journal, or has saved it once: until
+    /// then, a journal file at the path belongs to another run.
+    replaces: bool,
 }
 
 /// Why an existing journal cannot be continued.
 pub enum Refusal {
     Different(&'static str),
     Unreadable(String),
+    /// Another run of the job holds its lock (the path of the lock file).
+    Running(PathBuf),
+}
+
+/// The lock file that marks the run owning the journal at `journal`.
+fn lock_path(journal: &Path) -> PathBuf {
+    let name = journal
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    let job = name
+        .strip_prefix(".consentry-journal-")
+        .and_then(|n| n.strip_suffix(".json"))
+        .unwrap_or(&name);
+    journal.with_file_name(format!(".consentry-run-{job}.lock"))
+}
+
+/// Takes the run lock of the journal at `journal` (its directory must exist): `Ok(None)`
+/// when another run holds it.
+fn take_lock(journal: &Path) -> std::io::Result<Option<std::fs::File>> {
+    let file = std::fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(lock_path(journal))?;
+    match file.try_lock() {
+        Ok(()) => Ok(Some(file)),
+        Err(std::fs::TryLockError::WouldBlock) => Ok(None),
+        Err(std::fs::TryLockError::Error(e)) => Err(e),
+    }
 }
 
 impl Journal {
@@ -90,6 +136,11 @@ impl Journal {
     /// Opens the journal an interrupted run left, if it was made with the same identity,
     /// or starts a new one (in memory until the first `save`).
     pub fn open(path: PathBuf, identity: Identity, discard: bool) -> Result<Journal, Refusal> {
+        let mut owner = Owner::default();
+        if path.parent().is_some_and(Path::is_dir) {
+            let lock = take_lock(&path).map_err(|e| Refusal::Unreadable(e.to_string()))?;
+            owner.lock = Some(lock.ok_or_else(|| Refusal::Running(lock_path(&path)))?);
+        }
         let fresh = |identity| State {
             identity,
             files: BTreeMap::new(),
@@ -105,15 +156,18 @@ impl Journal {
                     path,
                     state: Mutex::new(fresh(identity)),
                     resumed: false,
+                    owner: Mutex::new(owner),
                 })
             }
             Err(e) => return Err(Refusal::Unreadable(e.to_string())),
         };
+        owner.replaces = true;
         if discard {
             return Ok(Journal {
                 path,
                 state: Mutex::new(fresh(identity)),
                 resumed: false,
+                owner: Mutex::new(owner),
             });
         }
         let old: State =
@@ -132,6 +186,7 @@ impl Journal {
             path,
             state: Mutex::new(old),
             resumed: true,
+            owner: Mutex::new(owner),
         })
     }
 
@@ -139,18 +194,46 @@ impl Journal {
         self.state.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    /// Writes the journal durably, under the report directory's lock.
+    /// Writes the journal durably, under the report directory's lock. The first save of a
+    /// run that found no report directory takes the run lock; it fails if another run of
+    /// the job took it meanwhile, or left a journal this run did not see.
     pub fn save(&self) -> std::io::Result<()> {
         let state = self.lock();
         let bytes = serde_json::to_vec_pretty(&*state).map_err(std::io::Error::other)?;
         let dir = self.path.parent().unwrap_or(Path::new("."));
+        let mut owner = self.owner.lock().unwrap_or_else(|p| p.into_inner());
         crate::report::chain::locked(dir, || {
+            let meanwhile = || {
+                crate::Error::Usage(format!(
+                    "another run of job {} started while this one was working (it holds {}); \
+                     this run stopped before changing anything more",
+                    state.identity.job,
+                    lock_path(&self.path).display()
+                ))
+            };
+            let taken = match owner.lock {
+                Some(_) => None,
+                None => Some(
+                    take_lock(&self.path)
+                        .map_err(|e| {
+                            crate::Error::io("cannot lock journal", &lock_path(&self.path), e)
+                        })?
+                        .ok_or_else(meanwhile)?,
+                ),
+            };
+            if !owner.replaces && self.path.symlink_metadata().is_ok() {
+                return Err(meanwhile());
+            }
+            if taken.is_some() {
+                owner.lock = taken;
+            }
             let mut f = AtomicFile::create(&self.path, 0o600)
                 .map_err(|e| crate::Error::io("cannot write journal", &self.path, e))?;
             f.write_all(&bytes)
                 .map_err(|e| crate::Error::io("cannot write journal", &self.path, e))?;
             f.commit(Replace::Always)
                 .map_err(|e| crate::Error::io("cannot write journal", &self.path, e))?;
+            owner.replaces = true;
             Ok(())
         })
         .map_err(|e| std::io::Error::other(e.to_string()))
@@ -280,10 +363,61 @@ mod tests {
             subjects: ["s1".to_string()].into(),
         };
         journal.plan_cache(root, found).unwrap();
+        drop(journal);
 
         let again = Journal::open(path, identity(), false).unwrap_or_else(|_| panic!());
         assert_eq!(again.cache_removed_before_plans(root), 7);
         assert_eq!(again.cache_plan(root).entries.len(), 1);
         assert_eq!(again.cache_plan(Path::new("/other")).subjects.len(), 0);
+    }
+
+    fn output(journal: &Journal, name: &str) -> std::io::Result<()> {
+        journal.add_output(Path::new(name))
+    }
+
+    #[test]
+    fn a_journal_belongs_to_one_run_at_a_time() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = Journal::path_for(dir.path(), "e");
+        let first = Journal::open(path.clone(), identity(), false).unwrap_or_else(|_| panic!());
+        output(&first, "/out/a").unwrap();
+        // A second run (a copy of the spec, say) neither resumes nor discards it.
+        for discard in [false, true] {
+            match Journal::open(path.clone(), identity(), discard) {
+                Err(Refusal::Running(lock)) => {
+                    assert_eq!(lock, dir.path().join(".consentry-run-e.lock"))
+                }
+                _ => panic!("a second run of the job must be refused"),
+            }
+        }
+        drop(first);
+        let resumed = Journal::open(path, identity(), false).unwrap_or_else(|_| panic!());
+        assert!(resumed.resumed);
+        assert_eq!(resumed.outputs(), [PathBuf::from("/out/a")]);
+    }
+
+    #[test]
+    fn a_run_that_found_no_report_dir_stops_at_its_first_save_if_another_run_took_the_job() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = Journal::path_for(&dir.path().join("reports"), "e");
+        let early = Journal::open(path.clone(), identity(), false).unwrap_or_else(|_| panic!());
+        let late_while_held = Journal::open(path.clone(), identity(), false);
+        assert!(late_while_held.is_ok(), "no directory, no lock yet");
+        std::fs::create_dir(dir.path().join("reports")).unwrap();
+        let other = Journal::open(path.clone(), identity(), false).unwrap_or_else(|_| panic!());
+        let err = output(&early, "/out/a").unwrap_err();
+        assert!(err.to_string().contains("another run of job e"), "{err}");
+        assert!(!path.exists(), "nothing saved");
+        output(&other, "/out/b").unwrap();
+        drop(other);
+        // The other run is gone, but it left a journal this run never saw.
+        let err = output(&early, "/out/a2").unwrap_err();
+        assert!(err.to_string().contains("another run of job e"), "{err}");
+        let left = Journal::open(path.clone(), identity(), false).unwrap_or_else(|_| panic!());
+        assert_eq!(left.outputs(), [PathBuf::from("/out/b")]);
+        drop(left);
+        let discarding = Journal::open(path.clone(), identity(), true).unwrap_or_else(|_| panic!());
+        output(&discarding, "/out/c").unwrap();
+        output(&discarding, "/out/d").unwrap();
     }
 }

@@ -298,6 +298,11 @@ pub(crate) fn open_journal(
                 job.name
             ),
             journal::Refusal::Unreadable(e) => format!("unreadable journal ({e}); pass --discard-journal to start over"),
+            journal::Refusal::Running(lock) => format!(
+                "job {} is already running (another run holds {}); nothing was changed",
+                job.name,
+                lock.display()
+            ),
         };
         Error::Usage(format!("{}: {why}", path.display()))
     })

@@ -9,6 +9,9 @@ use std::process::Command;
 
 pub const BIN: &str = env!("CARGO_BIN_EXE_consentry");
 
+/// The longest any one run of the binary may take in a test.
+pub const RUN_LIMIT: std::time::Duration = std::time::Duration::from_secs(300);
+
 /// The repository root (for the bundled fixtures and jobs).
 pub fn repo() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))
@@ -90,12 +93,32 @@ impl Env {
     }
 
     /// Runs the binary in this directory.
+    /// Runs the binary here. A run that has not ended after `RUN_LIMIT` is killed and fails
+    /// the test, so a hang (a FIFO read, a lock never released) fails CI instead of stalling it.
     pub fn run(&self, args: &[&str]) -> Output {
-        let out = Command::new(BIN)
+        let child = Command::new(BIN)
             .args(args)
             .current_dir(self.dir.path())
-            .output()
+            .stdin(std::process::Stdio::null())
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
             .expect("run consentry");
+        let pid = child.id().to_string();
+        let (ended, watch) = std::sync::mpsc::channel::<()>();
+        let watchdog = std::thread::spawn(move || {
+            let timed_out = watch.recv_timeout(RUN_LIMIT).is_err();
+            if timed_out {
+                let _ = Command::new("kill").args(["-9", &pid]).status();
+            }
+            timed_out
+        });
+        let out = child.wait_with_output().expect("wait for consentry");
+        let _ = ended.send(());
+        assert!(
+            !watchdog.join().unwrap(),
+            "consentry {args:?} did not end within {RUN_LIMIT:?}; killed"
+        );
         Output {
             code: out.status.code().unwrap_or(-1),
             stdout: String::from_utf8_lossy(&out.stdout).into_owned(),

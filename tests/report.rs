@@ -306,10 +306,33 @@ fn a_report_name_that_is_not_a_regular_file_fails_instead_of_hanging() {
         .run(&["verify", path_str(&fifo), path_str(&reports[0])])
         .expect(3);
     assert!(out.stdout.contains("not a regular file"), "{}", out.stdout);
+    // The next job stops before it does anything (not after writing its outputs).
     let _ = std::fs::remove_dir_all(env.path("out"));
-    let out = env.run(&["run", "job.toml", "--no-progress"]);
-    assert_ne!(out.code, 0, "{}", out.stdout);
-    assert!(out.stderr.contains("not a regular file"), "{}", out.stderr);
+    let out = env.run(&["run", "job.toml", "--no-progress"]).expect(2);
+    assert!(
+        out.stderr.contains("00000002-x.dsse.json") && out.stderr.contains("not a regular file"),
+        "{}",
+        out.stderr
+    );
+    assert!(!env.path("out").exists(), "no output written");
+    std::fs::remove_file(&fifo).unwrap();
+    std::fs::create_dir(&fifo).unwrap();
+    env.run(&["run", "job.toml", "--no-progress"]).expect(2);
+    assert!(!env.path("out").exists(), "no output written");
+}
+
+#[test]
+fn a_report_directory_that_is_a_file_stops_the_job_before_it_writes() {
+    let (env, _) = env_with_reports(0);
+    env.write("reports", "not a directory\n");
+    let out = env.run(&["run", "job.toml", "--no-progress"]).expect(2);
+    assert!(
+        out.stderr.contains("reports") && out.stderr.contains("not a directory"),
+        "{}",
+        out.stderr
+    );
+    assert!(!env.path("out").exists(), "no output written");
+    assert_eq!(env.read_string("reports"), "not a directory\n");
 }
 
 /// An output rewritten by a later job must match that job's report, and only a report of

@@ -48,6 +48,28 @@ pub fn list(dir: &Path) -> Result<Vec<PathBuf>> {
     Ok(found)
 }
 
+/// Checks, before a job does any work, that its report can join the chain of `dir`: the
+/// directory is one (or is yet to be made), every entry with a report's name is a regular
+/// file, and the last report can be opened. Found at the end instead, each of these would
+/// fail a job that had already changed files.
+pub fn check_appendable(dir: &Path) -> Result<()> {
+    match std::fs::metadata(dir) {
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(()),
+        Err(e) => return Err(Error::io("cannot read report directory", dir, e)),
+        Ok(m) if !m.is_dir() => {
+            return Err(Error::Input {
+                path: dir.to_path_buf(),
+                message: "is the report directory, but not a directory".into(),
+            })
+        }
+        Ok(_) => {}
+    }
+    if let Some(last) = list(dir)?.last() {
+        File::open(last).at("cannot read report", last)?;
+    }
+    Ok(())
+}
+
 pub fn sha256_file(path: &Path) -> Result<String> {
     if !std::fs::metadata(path).is_ok_and(|m| m.is_file()) {
         return Err(Error::Input {

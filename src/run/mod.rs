@@ -110,7 +110,11 @@ pub fn run(args: &RunArgs) -> Result<Exit> {
     let as_of = job.as_of.unwrap_or(started);
     let _running = match args.dry_run {
         true => None,
-        false => Some(RunLock::take(&job)?),
+        false => {
+            let lock = RunLock::take(&job)?;
+            crate::report::chain::check_appendable(&job.report.dir)?;
+            Some(lock)
+        }
     };
     match job.kind {
         Kind::Filter => filter(&job, args, started, as_of),

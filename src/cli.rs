@@ -69,9 +69,17 @@ pub struct VerifyArgs {
     /// signing key named in each report.
     #[arg(long, value_name = "PUB.pem")]
     pub pubkey: Option<PathBuf>,
-    /// Also check that the reports of each report directory form one unbroken chain.
+    /// Also check that the reports of each report directory form one unbroken chain, and
+    /// print the sha256 of each chain's newest report (its head).
     #[arg(long)]
     pub chain: bool,
+    /// A report's sha256 recorded earlier (a chain head printed by `verify --chain`, or a
+    /// job's `report sha256`): the chain must still hold that report, which proves no report
+    /// up to it was removed or replaced. Repeatable. Nothing can show that reports newer
+    /// than the newest anchor were not removed: record each head where the report directory's
+    /// writers cannot reach.
+    #[arg(long, value_name = "SHA256", requires = "chain")]
+    pub anchor: Vec<String>,
     /// Also re-hash every output file a report lists and compare with the signed digest.
     #[arg(long)]
     pub check_files: bool,

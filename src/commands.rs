@@ -47,10 +47,24 @@ pub fn verify(args: &VerifyArgs) -> Result<Exit> {
         crate::report::sign::Verifier::load(p)
             .map_err(|e| Error::Usage(format!("--pubkey {}: {e}", p.display())))?;
     }
+    let anchors = args
+        .anchor
+        .iter()
+        .map(|a| {
+            let hex = a.to_ascii_lowercase();
+            match hex.len() == 64 && hex.bytes().all(|b| b.is_ascii_hexdigit()) {
+                true => Ok(hex),
+                false => Err(Error::Usage(format!(
+                    "--anchor {a:?}: expected a sha256 (64 hex digits)"
+                ))),
+            }
+        })
+        .collect::<Result<Vec<_>>>()?;
     let opts = verifier::Options {
         pubkey: args.pubkey.as_deref(),
         chain: args.chain,
         check_files: args.check_files,
+        anchors: &anchors,
     };
     let result = verifier::verify(&args.reports, &opts);
     if args.json {
@@ -74,6 +88,19 @@ pub fn verify(args: &VerifyArgs) -> Result<Exit> {
             for p in &f.problems {
                 text += &format!("       {p}\n");
             }
+        }
+        for f in &result.anchors {
+            text += &format!(
+                "{} anchor {}\n",
+                if f.ok { "ok    " } else { "FAILED" },
+                f.report
+            );
+            for p in &f.problems {
+                text += &format!("       {p}\n");
+            }
+        }
+        for h in &result.heads {
+            text += &format!("head   {} sha256 {}\n", h.report, h.sha256);
         }
         for id in &result.key_ids {
             text += &format!("key    {id}\n");
@@ -243,7 +270,7 @@ fn read_statement(path: &std::path::Path) -> Result<Value> {
 
 pub fn report_show(args: &ShowArgs) -> Result<Exit> {
     let statement = read_statement(&args.report)?;
-    let mut text = render::summary(&statement, Some(&args.report.display().to_string()));
+    let mut text = render::summary(&statement, Some(&args.report.display().to_string()), None);
     text += "  (not verified here: run `consentry verify` to check the signature)\n";
     if let Some(out) = &args.html {
         std::fs::write(out, render::html(&statement)).at("cannot write", out)?;

@@ -293,6 +293,65 @@ fn a_chain_whose_reports_are_signed_by_different_keys_fails_without_a_pinned_key
     );
 }
 
+/// Nothing in a chain shows that its newest reports were deleted; a head digest recorded
+/// earlier (printed by each job and by `verify --chain`) does, for every report up to it.
+#[test]
+fn an_anchor_shows_that_no_report_up_to_it_was_removed() {
+    let (env, reports) = env_with_reports(2);
+    std::fs::remove_dir_all(env.path("out")).unwrap();
+    let run = env.run(&["run", "job.toml", "--no-progress"]).expect(0);
+    let printed = run
+        .stdout
+        .split("report sha256 ")
+        .nth(1)
+        .map(|rest| rest.trim().to_string())
+        .unwrap_or_else(|| panic!("the job prints its report's sha256:\n{}", run.stdout));
+    let third = env.path("reports/00000003-t.dsse.json");
+    let sum = Command::new("sha256sum").arg(&third).output().unwrap();
+    let sum = String::from_utf8(sum.stdout).unwrap();
+    assert_eq!(sum.split_whitespace().next(), Some(printed.as_str()));
+    let out = verify(&env, &[]).expect(0);
+    assert!(
+        out.stdout
+            .contains(&format!("00000003-t.dsse.json sha256 {printed}")),
+        "verify --chain prints the head:\n{}",
+        out.stdout
+    );
+
+    // One more job: the anchor is now inside the chain.
+    std::fs::remove_dir_all(env.path("out")).unwrap();
+    env.run(&["run", "job.toml", "--no-progress"]).expect(0);
+    verify(&env, &["--anchor", &printed.to_uppercase()]).expect(0);
+    // Removing reports newer than the anchor cannot be seen, by design...
+    std::fs::remove_file(env.path("reports/00000004-t.dsse.json")).unwrap();
+    verify(&env, &["--anchor", &printed]).expect(0);
+    // ...but removing the anchored one can, though the chain left is unbroken.
+    std::fs::remove_file(&third).unwrap();
+    verify(&env, &[]).expect(0);
+    let out = verify(&env, &["--anchor", &printed]).expect(3);
+    assert!(
+        out.stdout.contains(&format!("FAILED anchor {printed}"))
+            && out.stdout.contains("removed or replaced"),
+        "{}",
+        out.stdout
+    );
+    let out = verify(&env, &["--anchor", &printed, "--json"]).expect(3);
+    let v: serde_json::Value = serde_json::from_str(&out.stdout).unwrap();
+    assert_eq!(v["ok"], false);
+    assert_eq!(v["anchors"][0]["ok"], false);
+    assert!(v["heads"][0]["report"]
+        .as_str()
+        .unwrap()
+        .ends_with("00000002-t.dsse.json"));
+
+    let out = verify(&env, &["--anchor", "abc"]).expect(2);
+    assert!(out.stderr.contains("64 hex digits"), "{}", out.stderr);
+    let out = env
+        .run(&["verify", "--anchor", &printed, path_str(&reports[0])])
+        .expect(2);
+    assert!(out.stderr.contains("--chain"), "{}", out.stderr);
+}
+
 /// A FIFO or a device under a report's name must not hang verify or the next job.
 #[test]
 fn a_report_name_that_is_not_a_regular_file_fails_instead_of_hanging() {

@@ -40,7 +40,7 @@ fn reasons(v: &Value) -> String {
 }
 
 /// The one-screen summary of a statement's predicate. `report` is where it was written.
-pub fn summary(statement: &Value, report: Option<&str>) -> String {
+pub fn summary(statement: &Value, report: Option<&str>, report_sha256: Option<&str>) -> String {
     let p = &statement["predicate"];
     let job = &p["job"];
     let t = &p["totals"];
@@ -116,7 +116,11 @@ pub fn summary(statement: &Value, report: Option<&str>) -> String {
         let _ = writeln!(out, "  report     {r}");
     }
     if n(&p["chain"]["sequence"]) > 0 {
-        let _ = writeln!(out, "  chain      sequence {}", s(&p["chain"]["sequence"]));
+        let _ = write!(out, "  chain      sequence {}", s(&p["chain"]["sequence"]));
+        if let Some(sha) = report_sha256 {
+            let _ = write!(out, ", report sha256 {sha}");
+        }
+        let _ = writeln!(out);
     }
     for problem in p["problems"].as_array().into_iter().flatten() {
         let _ = writeln!(out, "  problem    {}", s(problem));

@@ -29,11 +29,25 @@ pub struct Verification {
     pub key_ids: BTreeSet<String>,
     pub reports: Vec<Finding>,
     pub chains: Vec<Finding>,
+    /// The newest report of each chain checked: the digest to record as the next anchor.
+    pub heads: Vec<Head>,
+    /// Each `--anchor`, found in a chain or not.
+    pub anchors: Vec<Finding>,
+}
+
+#[derive(Debug, Serialize)]
+pub struct Head {
+    pub report: String,
+    pub sha256: String,
 }
 
 impl Verification {
     pub fn ok(&self) -> bool {
-        self.reports.iter().chain(&self.chains).all(|f| f.ok)
+        self.reports
+            .iter()
+            .chain(&self.chains)
+            .chain(&self.anchors)
+            .all(|f| f.ok)
     }
 }
 
@@ -41,6 +55,8 @@ pub struct Options<'a> {
     pub pubkey: Option<&'a Path>,
     pub chain: bool,
     pub check_files: bool,
+    /// Digests of reports (lowercase hex) that a chain checked must still hold.
+    pub anchors: &'a [String],
 }
 
 pub fn verify(reports: &[PathBuf], opts: &Options<'_>) -> Verification {
@@ -81,12 +97,41 @@ pub fn verify(reports: &[PathBuf], opts: &Options<'_>) -> Verification {
                     .to_path_buf()
             })
             .collect();
+        let mut held = Vec::new();
         for dir in dirs {
-            let problems = check_chain(&dir, fixed.as_ref());
+            let (problems, files) = check_chain(&dir, fixed.as_ref());
+            if let Some((report, Some(sha256))) = files.last() {
+                out.heads.push(Head {
+                    report: report.display().to_string(),
+                    sha256: sha256.clone(),
+                });
+            }
+            held.extend(files);
             out.chains.push(Finding {
                 report: dir.display().to_string(),
                 ok: problems.is_empty(),
                 problems,
+            });
+        }
+        for anchor in opts.anchors {
+            let found = held
+                .iter()
+                .find(|(_, sha)| sha.as_deref() == Some(anchor.as_str()));
+            out.anchors.push(match found {
+                Some((file, _)) => Finding {
+                    report: format!("{anchor} is {}", file.display()),
+                    ok: true,
+                    problems: Vec::new(),
+                },
+                None => Finding {
+                    report: anchor.clone(),
+                    ok: false,
+                    problems: vec![
+                        "no report of the chains checked has this sha256: a report up to the anchored one \
+                         was removed or replaced (or the anchor is of another report directory)"
+                            .into(),
+                    ],
+                },
             });
         }
     }
@@ -245,12 +290,18 @@ fn check_files(
 
 /// Checks that the report files of `dir` form one chain: sequences 1, 2, 3… matching their
 /// file names, each naming the sha256 of the file before it.
-fn check_chain(dir: &Path, fixed: Option<&Result<Verifier, String>>) -> Vec<String> {
+/// The problems of the chain of `dir`, and its report files in order with their sha256
+/// (none where a file could not be read).
+fn check_chain(
+    dir: &Path,
+    fixed: Option<&Result<Verifier, String>>,
+) -> (Vec<String>, Vec<(PathBuf, Option<String>)>) {
     let mut problems = Vec::new();
     let files = match chain::list(dir) {
         Ok(f) => f,
-        Err(e) => return vec![e.to_string()],
+        Err(e) => return (vec![e.to_string()], Vec::new()),
     };
+    let mut digests = Vec::new();
     if files.is_empty() {
         problems.push("no report files".into());
     }
@@ -276,7 +327,9 @@ fn check_chain(dir: &Path, fixed: Option<&Result<Verifier, String>>) -> Vec<Stri
             }
             Err(e) => {
                 problems.push(format!("{name}: {e}"));
-                previous = chain::sha256_file(file).ok().map(|s| (name, s));
+                let sha = chain::sha256_file(file).ok();
+                digests.push((file.clone(), sha.clone()));
+                previous = sha.map(|s| (name, s));
                 continue;
             }
         };
@@ -308,9 +361,15 @@ fn check_chain(dir: &Path, fixed: Option<&Result<Verifier, String>>) -> Vec<Stri
             _ => {}
         }
         match chain::sha256_file(file) {
-            Ok(sha) => previous = Some((name, sha)),
-            Err(e) => problems.push(e.to_string()),
+            Ok(sha) => {
+                digests.push((file.clone(), Some(sha.clone())));
+                previous = Some((name, sha));
+            }
+            Err(e) => {
+                digests.push((file.clone(), None));
+                problems.push(e.to_string());
+            }
         }
     }
-    problems
+    (problems, digests)
 }

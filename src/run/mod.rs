@@ -619,6 +619,7 @@ pub(crate) fn finish(
         crate::commands::emit(&render::summary(
             &statement,
             written.as_ref().map(|(p, _)| p.as_str()),
+            written.as_ref().map(|(_, s)| s.as_str()),
         ))
         .map_err(Error::late)?;
     }

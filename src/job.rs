@@ -10,6 +10,7 @@ use std::path::{Path, PathBuf};
 
 use serde::Deserialize;
 use sha2::{Digest, Sha256};
+use toml::Spanned;
 
 use crate::consent::{ColumnMap, Rules, SchemaKind};
 use crate::error::{Error, Result};
@@ -108,56 +109,56 @@ struct RawSpec {
     job: RawJob,
     consent: Option<RawConsent>,
     input: RawInput,
-    output: Option<RawOutput>,
-    erase: Option<RawErase>,
+    output: Option<Spanned<RawOutput>>,
+    erase: Option<Spanned<RawErase>>,
     report: RawReport,
 }
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 struct RawJob {
-    name: String,
-    kind: String,
-    as_of: Option<String>,
+    name: Spanned<String>,
+    kind: Spanned<String>,
+    as_of: Option<Spanned<String>>,
 }
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 struct RawConsent {
-    snapshot: PathBuf,
-    schema: Option<String>,
-    purpose: String,
+    snapshot: Spanned<PathBuf>,
+    schema: Option<Spanned<String>>,
+    purpose: Spanned<String>,
     min_notice_version: Option<i64>,
     required_categories: Option<Vec<String>>,
-    allowed_legal_bases: Option<Vec<String>>,
-    columns: Option<BTreeMap<String, String>>,
+    allowed_legal_bases: Option<Spanned<Vec<String>>>,
+    columns: Option<Spanned<BTreeMap<String, String>>>,
 }
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 struct RawInput {
-    paths: Vec<PathBuf>,
-    include: Option<Vec<String>>,
-    exclude: Option<Vec<String>>,
-    subject_field: String,
+    paths: Spanned<Vec<Spanned<PathBuf>>>,
+    include: Option<Spanned<Vec<Spanned<String>>>>,
+    exclude: Option<Vec<Spanned<String>>>,
+    subject_field: Spanned<String>,
 }
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 struct RawOutput {
-    dir: PathBuf,
+    dir: Spanned<PathBuf>,
 }
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 struct RawErase {
-    subjects_file: Option<PathBuf>,
+    subjects_file: Option<Spanned<PathBuf>>,
     #[serde(default)]
     subjects_from_revocations: bool,
     #[serde(default = "yes")]
     datasets: bool,
     #[serde(default)]
-    embeddings: Vec<RawEmbedding>,
+    embeddings: Vec<Spanned<RawEmbedding>>,
 }
 
 fn yes() -> bool {
@@ -167,17 +168,17 @@ fn yes() -> bool {
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 struct RawEmbedding {
-    path: PathBuf,
-    layout: Layout,
-    subject_field: Option<String>,
+    path: Spanned<PathBuf>,
+    layout: Spanned<Layout>,
+    subject_field: Option<Spanned<String>>,
 }
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 struct RawReport {
-    dir: PathBuf,
-    signing_key: PathBuf,
-    pseudonym_key: PathBuf,
+    dir: Spanned<PathBuf>,
+    signing_key: Spanned<PathBuf>,
+    pseudonym_key: Spanned<PathBuf>,
     #[serde(default)]
     create_keys: bool,
 }
@@ -200,6 +201,7 @@ impl Job {
         let spec_sha256 = hex::encode(Sha256::digest(&bytes));
         Resolver {
             spec: path,
+            text,
             base: &base_dir,
         }
         .resolve(raw, abs.clone(), spec_sha256)
@@ -208,6 +210,8 @@ impl Job {
 
 struct Resolver<'a> {
     spec: &'a Path,
+    /// The spec's text, to name the line of a value that is wrong.
+    text: &'a str,
     base: &'a Path,
 }
 
@@ -216,43 +220,59 @@ impl Resolver<'_> {
         Error::spec(self.spec, message)
     }
 
-    fn path(&self, p: &Path, key: &str) -> Result<PathBuf> {
-        if p.as_os_str().is_empty() {
-            return Err(self.err(format!("{key} is empty")));
+    /// An error about the value written at `at`, naming its line.
+    fn err_at<T>(&self, at: &Spanned<T>, message: impl std::fmt::Display) -> Error {
+        let start = at.span().start.min(self.text.len());
+        let line = self.text.as_bytes()[..start]
+            .iter()
+            .filter(|&&b| b == b'\n')
+            .count()
+            + 1;
+        Error::spec(self.spec, format!("line {line}: {message}"))
+    }
+
+    fn path(&self, p: &Spanned<PathBuf>, key: &str) -> Result<PathBuf> {
+        if p.get_ref().as_os_str().is_empty() {
+            return Err(self.err_at(p, format!("{key} is empty")));
         }
-        Ok(lexical_normalize(&self.base.join(p)))
+        Ok(lexical_normalize(&self.base.join(p.get_ref())))
     }
 
     fn resolve(&self, raw: RawSpec, spec_path: PathBuf, spec_sha256: String) -> Result<Job> {
-        let name = raw.job.name;
+        let name = raw.job.name.get_ref().clone();
         if name.is_empty()
             || !name
                 .bytes()
                 .all(|b| b.is_ascii_alphanumeric() || b"._-".contains(&b))
         {
-            return Err(self.err(format!("[job] name {name:?} must match [A-Za-z0-9._-]+")));
+            return Err(self.err_at(
+                &raw.job.name,
+                format!("[job] name {name:?} must match [A-Za-z0-9._-]+"),
+            ));
         }
-        let kind = match raw.job.kind.as_str() {
+        let kind = match raw.job.kind.get_ref().as_str() {
             "filter" => Kind::Filter,
             "erase" => Kind::Erase,
             other => {
-                return Err(self.err(format!(
-                    "[job] kind {other:?} must be \"filter\" or \"erase\""
-                )))
+                return Err(self.err_at(
+                    &raw.job.kind,
+                    format!("[job] kind {other:?} must be \"filter\" or \"erase\""),
+                ))
             }
         };
-        let as_of = match raw.job.as_of {
+        let as_of = match &raw.job.as_of {
             None => None,
             Some(s) => Some(
-                Timestamp::parse(&s).map_err(|e| self.err(format!("[job] as_of {s:?}: {e}")))?,
+                Timestamp::parse(s.get_ref())
+                    .map_err(|e| self.err_at(s, format!("[job] as_of {:?}: {e}", s.get_ref())))?,
             ),
         };
 
         let erase = match (kind, raw.erase) {
             (Kind::Erase, Some(e)) => Some(self.erase(e)?),
             (Kind::Erase, None) => return Err(self.err("an erase job needs an [erase] section")),
-            (Kind::Filter, Some(_)) => {
-                return Err(self.err("[erase] is only for erase jobs (kind = \"erase\")"))
+            (Kind::Filter, Some(e)) => {
+                return Err(self.err_at(&e, "[erase] is only for erase jobs (kind = \"erase\")"))
             }
             (Kind::Filter, None) => None,
         };
@@ -270,30 +290,35 @@ impl Resolver<'_> {
         };
 
         let input = self.input(raw.input)?;
-        let output =
-            match (kind, raw.output) {
-                (Kind::Filter, Some(o)) => Some(OutputSpec {
-                    dir: self.path(&o.dir, "[output] dir")?,
-                }),
-                (Kind::Filter, None) => {
-                    return Err(self.err("a filter job needs an [output] section with dir"))
+        let output = match (kind, raw.output) {
+            (Kind::Filter, Some(o)) => {
+                let dir = &o.get_ref().dir;
+                let out = self.path(dir, "[output] dir")?;
+                for p in &input.paths {
+                    if out.starts_with(p) || p.starts_with(&out) {
+                        return Err(self.err_at(
+                            dir,
+                            format!(
+                                "[output] dir {} overlaps input {}: outputs must not land in an input tree",
+                                out.display(),
+                                p.display()
+                            ),
+                        ));
+                    }
                 }
-                (Kind::Erase, Some(_)) => return Err(self.err(
-                    "[output] is only for filter jobs: an erase job rewrites its inputs in place",
-                )),
-                (Kind::Erase, None) => None,
-            };
-        if let Some(out) = &output {
-            for p in &input.paths {
-                if out.dir.starts_with(p) || p.starts_with(&out.dir) {
-                    return Err(self.err(format!(
-                        "[output] dir {} overlaps input {}: outputs must not land in an input tree",
-                        out.dir.display(),
-                        p.display()
-                    )));
-                }
+                Some(OutputSpec { dir: out })
             }
-        }
+            (Kind::Filter, None) => {
+                return Err(self.err("a filter job needs an [output] section with dir"))
+            }
+            (Kind::Erase, Some(o)) => {
+                return Err(self.err_at(
+                    &o,
+                    "[output] is only for filter jobs: an erase job rewrites its inputs in place",
+                ))
+            }
+            (Kind::Erase, None) => None,
+        };
         let report = ReportSpec {
             dir: self.path(&raw.report.dir, "[report] dir")?,
             signing_key: self.path(&raw.report.signing_key, "[report] signing_key")?,
@@ -316,33 +341,52 @@ impl Resolver<'_> {
     }
 
     fn consent(&self, c: RawConsent) -> Result<ConsentSpec> {
-        let schema = match (c.schema.as_deref().unwrap_or("consent-records"), c.columns) {
+        let schema_name = c
+            .schema
+            .as_ref()
+            .map_or("consent-records", |s| s.get_ref().as_str());
+        let schema = match (schema_name, c.columns) {
             ("custom", Some(columns)) => {
-                SchemaKind::Custom(ColumnMap::try_new(columns).map_err(|e| self.err(format!("[consent.columns] {e}")))?)
+                let at = columns.span();
+                SchemaKind::Custom(ColumnMap::try_new(columns.into_inner()).map_err(|e| {
+                    self.err_at(&Spanned::new(at, ()), format!("[consent.columns] {e}"))
+                })?)
             }
-            ("custom", None) => return Err(self.err("schema = \"custom\" needs a [consent.columns] table")),
-            (_, Some(_)) => return Err(self.err("[consent.columns] is only for schema = \"custom\"")),
+            ("custom", None) => {
+                return Err(self.err("schema = \"custom\" needs a [consent.columns] table"))
+            }
+            (_, Some(columns)) => {
+                return Err(
+                    self.err_at(&columns, "[consent.columns] is only for schema = \"custom\"")
+                )
+            }
             (name, None) => SchemaKind::from_name(name).ok_or_else(|| {
-                self.err(format!(
+                let message = format!(
                     "[consent] schema {name:?} must be \"consent-records\", \"dpdp-cmp\" or \"custom\""
-                ))
+                );
+                match &c.schema {
+                    Some(at) => self.err_at(at, message),
+                    None => self.err(message),
+                }
             })?,
         };
-        if c.purpose.is_empty() {
-            return Err(self.err("[consent] purpose is empty"));
+        if c.purpose.get_ref().is_empty() {
+            return Err(self.err_at(&c.purpose, "[consent] purpose is empty"));
         }
-        let allowed_legal_bases = c
-            .allowed_legal_bases
-            .unwrap_or_else(|| vec!["consent".to_string()]);
-        if allowed_legal_bases.is_empty() {
-            return Err(
-                self.err("[consent] allowed_legal_bases is empty: no record could ever be valid")
-            );
-        }
+        let allowed_legal_bases = match c.allowed_legal_bases {
+            None => vec!["consent".to_string()],
+            Some(b) if b.get_ref().is_empty() => {
+                return Err(self.err_at(
+                    &b,
+                    "[consent] allowed_legal_bases is empty: no record could ever be valid",
+                ))
+            }
+            Some(b) => b.into_inner(),
+        };
         Ok(ConsentSpec {
             snapshot: self.path(&c.snapshot, "[consent] snapshot")?,
             schema,
-            purpose: c.purpose,
+            purpose: c.purpose.into_inner(),
             rules: Rules {
                 min_notice_version: c.min_notice_version,
                 required_categories: c.required_categories.unwrap_or_default(),
@@ -352,69 +396,94 @@ impl Resolver<'_> {
     }
 
     fn input(&self, i: RawInput) -> Result<InputSpec> {
-        if i.paths.is_empty() {
-            return Err(self.err("[input] paths is empty"));
+        if i.paths.get_ref().is_empty() {
+            return Err(self.err_at(&i.paths, "[input] paths is empty"));
         }
         let paths = i
             .paths
+            .get_ref()
             .iter()
             .map(|p| self.path(p, "[input] paths"))
             .collect::<Result<Vec<_>>>()?;
-        let include = i
-            .include
-            .unwrap_or_else(|| DEFAULT_INCLUDE.iter().map(|s| s.to_string()).collect());
-        if include.is_empty() {
-            return Err(self.err("[input] include is empty: no file would be read"));
-        }
-        let exclude = i.exclude.unwrap_or_default();
-        for pattern in include.iter().chain(&exclude) {
-            globset::Glob::new(pattern)
-                .map_err(|e| self.err(format!("[input] pattern {pattern:?}: {e}")))?;
-        }
-        crate::dataset::scan::SubjectPath::parse(&i.subject_field)
-            .map_err(|e| self.err(format!("[input] subject_field {:?}: {e}", i.subject_field)))?;
+        let include = match i.include {
+            None => DEFAULT_INCLUDE.iter().map(|s| s.to_string()).collect(),
+            Some(list) if list.get_ref().is_empty() => {
+                return Err(self.err_at(&list, "[input] include is empty: no file would be read"))
+            }
+            Some(list) => self.patterns(list.into_inner())?,
+        };
+        let exclude = self.patterns(i.exclude.unwrap_or_default())?;
+        let field = &i.subject_field;
+        crate::dataset::scan::SubjectPath::parse(field.get_ref()).map_err(|e| {
+            self.err_at(
+                field,
+                format!("[input] subject_field {:?}: {e}", field.get_ref()),
+            )
+        })?;
         Ok(InputSpec {
             paths,
             include,
             exclude,
-            subject_field: i.subject_field,
+            subject_field: i.subject_field.into_inner(),
         })
     }
 
-    fn erase(&self, e: RawErase) -> Result<EraseSpec> {
-        if e.subjects_file.is_none() && !e.subjects_from_revocations {
-            return Err(self.err("[erase] names no subjects: set subjects_file and/or subjects_from_revocations = true"));
+    /// Glob patterns of `include` or `exclude`, each checked.
+    fn patterns(&self, list: Vec<Spanned<String>>) -> Result<Vec<String>> {
+        list.into_iter()
+            .map(|p| match globset::Glob::new(p.get_ref()) {
+                Ok(_) => Ok(p.into_inner()),
+                Err(e) => Err(self.err_at(&p, format!("[input] pattern {:?}: {e}", p.get_ref()))),
+            })
+            .collect()
+    }
+
+    fn erase(&self, section: Spanned<RawErase>) -> Result<EraseSpec> {
+        if section.get_ref().subjects_file.is_none() && !section.get_ref().subjects_from_revocations
+        {
+            return Err(self.err_at(
+                &section,
+                "[erase] names no subjects: set subjects_file and/or subjects_from_revocations = true",
+            ));
         }
+        let e = section.into_inner();
         let subjects_file = e
             .subjects_file
             .map(|p| self.path(&p, "[erase] subjects_file"))
             .transpose()?;
         let mut embeddings = Vec::new();
         for emb in e.embeddings {
-            match (emb.layout, &emb.subject_field) {
+            let emb = emb.into_inner();
+            match (emb.layout.get_ref(), &emb.subject_field) {
                 (Layout::Table, None) => {
-                    return Err(
-                        self.err("[[erase.embeddings]] layout = \"table\" needs subject_field")
-                    )
+                    return Err(self.err_at(
+                        &emb.layout,
+                        "[[erase.embeddings]] layout = \"table\" needs subject_field",
+                    ))
                 }
-                (Layout::DirPerSubject | Layout::FilePerSubject, Some(_)) => {
-                    return Err(self
-                        .err("[[erase.embeddings]] subject_field is only for layout = \"table\""))
+                (Layout::DirPerSubject | Layout::FilePerSubject, Some(field)) => {
+                    return Err(self.err_at(
+                        field,
+                        "[[erase.embeddings]] subject_field is only for layout = \"table\"",
+                    ))
                 }
                 _ => {}
             }
             let path = self.path(&emb.path, "[[erase.embeddings]] path")?;
             // A root swept twice would count its entries twice.
             if embeddings.iter().any(|e: &EmbeddingSpec| e.path == path) {
-                return Err(self.err(format!(
-                    "[[erase.embeddings]] path {} is listed twice",
-                    emb.path.display()
-                )));
+                return Err(self.err_at(
+                    &emb.path,
+                    format!(
+                        "[[erase.embeddings]] path {} is listed twice",
+                        emb.path.get_ref().display()
+                    ),
+                ));
             }
             embeddings.push(EmbeddingSpec {
                 path,
-                layout: emb.layout,
-                subject_field: emb.subject_field,
+                layout: emb.layout.into_inner(),
+                subject_field: emb.subject_field.map(Spanned::into_inner),
             });
         }
         Ok(EraseSpec {

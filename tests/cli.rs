@@ -43,6 +43,13 @@ fn edit_job(env: &Env, from: &str, to: &str) {
     env.write("job.toml", text.replacen(from, to, 1));
 }
 
+/// `line N` for the first line of `job.toml` holding `needle`, as errors name it.
+fn line_of(env: &Env, needle: &str) -> String {
+    let text = env.read_string("job.toml");
+    let n = text.lines().position(|l| l.contains(needle));
+    format!("line {}:", n.expect("needle in job.toml") + 1)
+}
+
 /// Every path below `dir` with its bytes (directories as `name/` with no bytes) and mode.
 fn tree(dir: &Path) -> BTreeMap<String, (Vec<u8>, u32)> {
     use std::os::unix::fs::PermissionsExt;
@@ -229,7 +236,7 @@ fn bad_kind_is_refused() {
     let env = Env::new();
     valid_job(&env);
     edit_job(&env, "kind = \"filter\"", "kind = \"filtre\"");
-    expect_refused(&env, &["job.toml", "filtre"]);
+    expect_refused(&env, &["job.toml", "filtre", &line_of(&env, "filtre")]);
 }
 
 #[test]
@@ -237,7 +244,7 @@ fn bad_name_is_refused() {
     let env = Env::new();
     valid_job(&env);
     edit_job(&env, "name = \"t\"", "name = \"a b\"");
-    expect_refused(&env, &["job.toml", "a b"]);
+    expect_refused(&env, &["job.toml", "a b", &line_of(&env, "a b")]);
     edit_job(&env, "name = \"a b\"", "name = \"../escape\"");
     expect_refused(&env, &["job.toml", "../escape"]);
     edit_job(&env, "name = \"../escape\"", "name = \"\"");
@@ -253,7 +260,10 @@ fn bad_as_of_is_refused() {
         "as_of = \"2026-11-01T00:00:00Z\"",
         "as_of = \"next tuesday\"",
     );
-    expect_refused(&env, &["job.toml", "as_of", "next tuesday"]);
+    expect_refused(
+        &env,
+        &["job.toml", "as_of", "next tuesday", &line_of(&env, "next tuesday")],
+    );
     edit_job(
         &env,
         "as_of = \"next tuesday\"",
@@ -267,7 +277,7 @@ fn output_dir_overlapping_an_input_is_refused() {
     let env = Env::new();
     valid_job(&env);
     edit_job(&env, "dir = \"out\"", "dir = \"data/out\"");
-    expect_refused(&env, &["job.toml", "data"]);
+    expect_refused(&env, &["job.toml", "data", &line_of(&env, "data/out")]);
     assert!(!env.path("data/out").exists());
     // An output dir holding the input is an overlap too.
     edit_job(&env, "dir = \"data/out\"", "dir = \".\"");
@@ -441,7 +451,12 @@ fn bad_subject_field_and_globs_are_refused() {
     ] {
         let original = env.read_string("job.toml");
         edit_job(&env, from, to);
-        expect_refused(&env, &["job.toml", mention]);
+        // The error names the line of the value, when the value is there at all.
+        let written = env.read_string("job.toml").contains(mention);
+        let line = written.then(|| line_of(&env, mention));
+        let mut mentions = vec!["job.toml", mention];
+        mentions.extend(line.as_deref());
+        expect_refused(&env, &mentions);
         env.write("job.toml", original);
     }
 }

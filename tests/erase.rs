@@ -2020,9 +2020,13 @@ fn a_cache_root_listed_twice_is_refused_before_anything_changes() {
     );
     let before = tree(env.dir.path(), true);
     let out = run_erase(&env, &[]).expect(2);
+    let spec = env.read_string("erase.toml");
+    let second = spec.lines().position(|l| l.contains("./cache/dirs/")).unwrap() + 1;
     assert!(
-        out.stderr.contains("erase.toml") && out.stderr.contains("listed twice"),
-        "{}",
+        out.stderr.contains("erase.toml")
+            && out.stderr.contains(&format!("line {second}:"))
+            && out.stderr.contains("listed twice"),
+        "names the second entry's line:\n{}",
         out.stderr
     );
     assert_eq!(tree(env.dir.path(), true), before);

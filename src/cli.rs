@@ -54,8 +54,9 @@ pub struct RunArgs {
     #[arg(long)]
     pub json: bool,
     /// Start afresh although an interrupted run of this job left a journal made with a
-    /// different spec, subject list or snapshot (its progress is then not reported; a filter
-    /// job's partial outputs must be removed by hand first).
+    /// different spec, subject list or snapshot (its progress is then not reported). A
+    /// filter job first removes the outputs the interrupted run had started below [output]
+    /// dir, unless that run had signed its report.
     #[arg(long)]
     pub discard_journal: bool,
 }

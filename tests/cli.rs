@@ -262,7 +262,12 @@ fn bad_as_of_is_refused() {
     );
     expect_refused(
         &env,
-        &["job.toml", "as_of", "next tuesday", &line_of(&env, "next tuesday")],
+        &[
+            "job.toml",
+            "as_of",
+            "next tuesday",
+            &line_of(&env, "next tuesday"),
+        ],
     );
     edit_job(
         &env,

@@ -2021,7 +2021,11 @@ fn a_cache_root_listed_twice_is_refused_before_anything_changes() {
     let before = tree(env.dir.path(), true);
     let out = run_erase(&env, &[]).expect(2);
     let spec = env.read_string("erase.toml");
-    let second = spec.lines().position(|l| l.contains("./cache/dirs/")).unwrap() + 1;
+    let second = spec
+        .lines()
+        .position(|l| l.contains("./cache/dirs/"))
+        .unwrap()
+        + 1;
     assert!(
         out.stderr.contains("erase.toml")
             && out.stderr.contains(&format!("line {second}:"))

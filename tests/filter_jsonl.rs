@@ -1305,6 +1305,68 @@ fn nothing_of_a_dropped_row_is_written_anywhere() {
 
 /// A filter job SIGKILLed at several points and run again finishes the work: every output
 /// equals a clean run's, no temp file remains, and exactly one report is signed.
+/// The journal a filter run killed part-way leaves, made with an earlier spec: it had
+/// started `outputs` (absolute paths) and, when `signed`, signed its report.
+fn interrupted_journal(env: &Env, outputs: &[&str], signed: bool) {
+    let outputs: Vec<String> = outputs
+        .iter()
+        .map(|o| env.path(o).to_string_lossy().into_owned())
+        .collect();
+    let journal = serde_json::json!({
+        "identity": {"job": "t", "spec_sha256": "an earlier spec", "subjects": "", "snapshot_sha256": null},
+        "files": {},
+        "signing": if signed { Value::from("job-id") } else { Value::Null },
+        "outputs": outputs,
+    });
+    env.write("reports/.consentry-journal-t.json", journal.to_string());
+}
+
+#[test]
+fn discarding_the_journal_of_a_filter_run_killed_before_a_spec_edit_removes_its_outputs() {
+    let env = Env::new();
+    setup(&env, &["u1"], "user_id");
+    env.write(
+        "data/a.jsonl",
+        "{\"user_id\":\"u1\"}\n{\"user_id\":\"u2\"}\n",
+    );
+    env.write("data/b/c.jsonl", "{\"user_id\":\"u2\"}\n");
+    interrupted_journal(&env, &["out/a.jsonl", "old-out/x.jsonl"], false);
+    env.write(
+        "out/a.jsonl",
+        "{\"user_id\":\"u1\"}\n{\"user_id\":\"u2\"}\n{\"us",
+    );
+    env.write("old-out/x.jsonl", "{\"user_id\":\"u2\"}\n");
+    let out = run(&env, &[]).expect(2);
+    assert!(out.stderr.contains("different job spec"), "{}", out.stderr);
+    assert!(
+        env.read_string("out/a.jsonl").ends_with("{\"us"),
+        "refused: nothing touched"
+    );
+
+    let out = run(&env, &["--discard-journal"]).expect(0);
+    assert_eq!(env.read_string("out/a.jsonl"), "{\"user_id\":\"u1\"}\n");
+    assert_eq!(env.read_string("out/b/c.jsonl"), "");
+    assert!(
+        out.stderr.contains("old-out/x.jsonl") && out.stderr.contains("left as it is"),
+        "{}",
+        out.stderr
+    );
+    assert_eq!(env.read_string("old-out/x.jsonl"), "{\"user_id\":\"u2\"}\n");
+    assert!(!env.path("reports/.consentry-journal-t.json").exists());
+}
+
+#[test]
+fn discarding_the_journal_of_a_run_that_signed_keeps_its_outputs() {
+    let env = Env::new();
+    setup(&env, &["u1"], "user_id");
+    env.write("data/a.jsonl", "{\"user_id\":\"u1\"}\n");
+    interrupted_journal(&env, &["out/a.jsonl"], true);
+    env.write("out/a.jsonl", "signed output\n");
+    let out = run(&env, &["--discard-journal"]).expect(2);
+    assert!(out.stderr.contains("a.jsonl"), "{}", out.stderr);
+    assert_eq!(env.read_string("out/a.jsonl"), "signed output\n");
+}
+
 #[test]
 fn a_filter_job_killed_part_way_finishes_when_run_again() {
     let env = Env::new();

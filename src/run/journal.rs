@@ -163,9 +163,17 @@ impl Journal {
         };
         owner.replaces = true;
         if discard {
+            // The outputs a filter run left unsigned are carried over, so that this run can
+            // remove them before writing afresh (they are this job's own, half-done).
+            let mut state = fresh(identity);
+            if let Ok(old) = serde_json::from_slice::<State>(&bytes) {
+                if old.signing.is_none() {
+                    state.outputs = old.outputs;
+                }
+            }
             return Ok(Journal {
                 path,
-                state: Mutex::new(fresh(identity)),
+                state: Mutex::new(state),
                 resumed: false,
                 owner: Mutex::new(owner),
             });

@@ -174,7 +174,12 @@ fn filter(job: &Job, args: &RunArgs, started: Timestamp, as_of: Timestamp) -> Re
             ))?;
             return Ok(Exit::Ok);
         }
-        undo_interrupted_outputs(j, out_root)?;
+        undo_interrupted_outputs(j, out_root, Outside::Refuse)?;
+    }
+    if let Some(j) = journal.as_ref().filter(|j| !j.resumed) {
+        // --discard-journal: the discarded run's unsigned outputs go too (those still under
+        // [output] dir; the spec may have moved it).
+        undo_interrupted_outputs(j, out_root, Outside::Leave)?;
     }
     check_outputs(job, out_root, &found)?;
     let before_write = |target: &Path| match &journal {
@@ -312,14 +317,30 @@ pub(crate) fn open_journal(
     })
 }
 
+/// What to do with an interrupted run's output that is not below [output] dir.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Outside {
+    /// Stop the job: the same spec wrote it there, so something moved.
+    Refuse,
+    /// Leave it: a discarded run's spec put its outputs elsewhere.
+    Leave,
+}
+
 /// A filter job killed part-way left outputs (and perhaps temp files) that this job made: the
 /// re-run removes them and writes every output afresh, so nothing half-done is kept and
 /// nothing that was there before the job is touched (the journal names only its own files).
-fn undo_interrupted_outputs(journal: &Journal, out_root: &Path) -> Result<()> {
+fn undo_interrupted_outputs(journal: &Journal, out_root: &Path, outside: Outside) -> Result<()> {
     for target in journal.outputs() {
         // Removed only where the interrupted run wrote it: not through a directory that has
         // since become a symlink (which could lead into an input), nor outside the root.
         let below = target.strip_prefix(out_root).ok();
+        if below.is_none() && outside == Outside::Leave {
+            eprintln!(
+                "consentry: note: an interrupted run's output {} lies outside [output] dir: left as it is",
+                target.display()
+            );
+            continue;
+        }
         let linked = below.and_then(|rel| {
             rel.ancestors()
                 .skip(1)
@@ -654,7 +675,7 @@ mod tests {
         std::fs::write(dir.path().join("data/b.jsonl"), "an input").unwrap();
         std::os::unix::fs::symlink("../data", out_root.join("sub")).unwrap();
 
-        let err = undo_interrupted_outputs(&j, &out_root).unwrap_err();
+        let err = undo_interrupted_outputs(&j, &out_root, Outside::Refuse).unwrap_err();
         assert!(err.to_string().contains("symlink"), "{err}");
         assert_eq!(
             std::fs::read_to_string(dir.path().join("data/b.jsonl")).unwrap(),
@@ -662,7 +683,7 @@ mod tests {
         );
 
         std::fs::remove_file(out_root.join("sub")).unwrap();
-        undo_interrupted_outputs(&j, &out_root).unwrap();
+        undo_interrupted_outputs(&j, &out_root, Outside::Refuse).unwrap();
         assert!(
             !kept.exists(),
             "the interrupted run's own output is removed"

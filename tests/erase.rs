@@ -1329,6 +1329,35 @@ fn files_without_an_erased_subject_are_only_read() {
     assert_eq!(env.read_string("data/dirty/a.jsonl"), "");
 }
 
+/// Once the job has a report directory, a dry run still creates nothing there, and runs
+/// while a real run of the job holds its lock.
+#[test]
+fn a_dry_run_after_a_real_run_creates_nothing_and_runs_beside_one() {
+    let env = Env::new();
+    mixed_corpus(&env);
+    std::fs::create_dir(env.path("reports")).unwrap();
+    let lock = std::fs::File::create(env.path("reports/.consentry-run-e.lock")).unwrap();
+    let before = tree(env.dir.path(), true);
+    lock.lock().unwrap();
+    run_erase(&env, &["--dry-run"]).expect(0);
+    let out = run_erase(&env, &[]).expect(2);
+    assert!(out.stderr.contains("already running"), "{}", out.stderr);
+    assert_eq!(
+        tree(env.dir.path(), true),
+        before,
+        "neither run changed anything"
+    );
+    drop(lock);
+    std::fs::remove_file(env.path("reports/.consentry-run-e.lock")).unwrap();
+    let before = tree(env.dir.path(), true);
+    run_erase(&env, &["--dry-run"]).expect(0);
+    assert_eq!(
+        tree(env.dir.path(), true),
+        before,
+        "no lock file made by a dry run"
+    );
+}
+
 #[test]
 fn dry_run_prints_the_plan_and_changes_nothing() {
     let env = Env::new();

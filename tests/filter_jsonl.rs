@@ -1303,11 +1303,9 @@ fn nothing_of_a_dropped_row_is_written_anywhere() {
     );
 }
 
-/// A filter job SIGKILLed at several points and run again finishes the work: every output
-/// equals a clean run's, no temp file remains, and exactly one report is signed.
 /// The journal a filter run killed part-way leaves, made with an earlier spec: it had
-/// started `outputs` (absolute paths) and, when `signed`, signed its report.
-fn interrupted_journal(env: &Env, outputs: &[&str], signed: bool) {
+/// started `outputs` and, with `signing`, was about to sign a report with that job id.
+fn interrupted_journal(env: &Env, outputs: &[&str], signing: Option<&str>) {
     let outputs: Vec<String> = outputs
         .iter()
         .map(|o| env.path(o).to_string_lossy().into_owned())
@@ -1315,7 +1313,7 @@ fn interrupted_journal(env: &Env, outputs: &[&str], signed: bool) {
     let journal = serde_json::json!({
         "identity": {"job": "t", "spec_sha256": "an earlier spec", "subjects": "", "snapshot_sha256": null},
         "files": {},
-        "signing": if signed { Value::from("job-id") } else { Value::Null },
+        "signing": signing,
         "outputs": outputs,
     });
     env.write("reports/.consentry-journal-t.json", journal.to_string());
@@ -1330,7 +1328,7 @@ fn discarding_the_journal_of_a_filter_run_killed_before_a_spec_edit_removes_its_
         "{\"user_id\":\"u1\"}\n{\"user_id\":\"u2\"}\n",
     );
     env.write("data/b/c.jsonl", "{\"user_id\":\"u2\"}\n");
-    interrupted_journal(&env, &["out/a.jsonl", "old-out/x.jsonl"], false);
+    interrupted_journal(&env, &["out/a.jsonl", "old-out/x.jsonl"], None);
     env.write(
         "out/a.jsonl",
         "{\"user_id\":\"u1\"}\n{\"user_id\":\"u2\"}\n{\"us",
@@ -1360,13 +1358,26 @@ fn discarding_the_journal_of_a_run_that_signed_keeps_its_outputs() {
     let env = Env::new();
     setup(&env, &["u1"], "user_id");
     env.write("data/a.jsonl", "{\"user_id\":\"u1\"}\n");
-    interrupted_journal(&env, &["out/a.jsonl"], true);
-    env.write("out/a.jsonl", "signed output\n");
+    run(&env, &[]).expect(0);
+    let id = env.last_statement()["predicate"]["job"]["id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    // Killed after its report was signed, before its journal went: the outputs are signed.
+    interrupted_journal(&env, &["out/a.jsonl"], Some(&id));
     let out = run(&env, &["--discard-journal"]).expect(2);
-    assert!(out.stderr.contains("a.jsonl"), "{}", out.stderr);
-    assert_eq!(env.read_string("out/a.jsonl"), "signed output\n");
+    assert!(out.stderr.contains("already exists"), "{}", out.stderr);
+    assert_eq!(env.read_string("out/a.jsonl"), "{\"user_id\":\"u1\"}\n");
+
+    // Killed about to sign, but no report carries its id: the outputs were never signed.
+    std::fs::write(env.path("out/a.jsonl"), "half\n").unwrap();
+    interrupted_journal(&env, &["out/a.jsonl"], Some("never-signed"));
+    run(&env, &["--discard-journal"]).expect(0);
+    assert_eq!(env.read_string("out/a.jsonl"), "{\"user_id\":\"u1\"}\n");
 }
 
+/// A filter job SIGKILLed at several points and run again finishes the work: every output
+/// equals a clean run's, no temp file remains, and exactly one report is signed.
 #[test]
 fn a_filter_job_killed_part_way_finishes_when_run_again() {
     let env = Env::new();

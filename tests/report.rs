@@ -344,6 +344,14 @@ fn an_anchor_shows_that_no_report_up_to_it_was_removed() {
         .unwrap()
         .ends_with("00000002-t.dsse.json"));
 
+    // A chain that fails offers no head to record.
+    let first = env.path("reports/00000001-t.dsse.json");
+    let mut bytes = std::fs::read(&first).unwrap();
+    bytes.push(b' ');
+    std::fs::write(&first, bytes).unwrap();
+    let out = verify(&env, &[]).expect(3);
+    assert!(!out.stdout.contains("head "), "{}", out.stdout);
+
     let out = verify(&env, &["--anchor", "abc"]).expect(2);
     assert!(out.stderr.contains("64 hex digits"), "{}", out.stderr);
     let out = env
@@ -392,6 +400,11 @@ fn a_report_directory_that_is_a_file_stops_the_job_before_it_writes() {
     );
     assert!(!env.path("out").exists(), "no output written");
     assert_eq!(env.read_string("reports"), "not a directory\n");
+    std::fs::remove_file(env.path("reports")).unwrap();
+    std::os::unix::fs::symlink("nowhere", env.path("reports")).unwrap();
+    let out = env.run(&["run", "job.toml", "--no-progress"]).expect(2);
+    assert!(out.stderr.contains("reports"), "{}", out.stderr);
+    assert!(!env.path("out").exists(), "no output written");
 }
 
 /// An output rewritten by a later job must match that job's report, and only a report of

@@ -92,7 +92,6 @@ impl Env {
         dir
     }
 
-    /// Runs the binary in this directory.
     /// Runs the binary here. A run that has not ended after `RUN_LIMIT` is killed and fails
     /// the test, so a hang (a FIFO read, a lock never released) fails CI instead of stalling it.
     pub fn run(&self, args: &[&str]) -> Output {

@@ -54,7 +54,11 @@ pub fn list(dir: &Path) -> Result<Vec<PathBuf>> {
 /// fail a job that had already changed files.
 pub fn check_appendable(dir: &Path) -> Result<()> {
     match std::fs::metadata(dir) {
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(()),
+        // A dangling symlink cannot be made into a directory: only a path with nothing
+        // there at all is one still to be made.
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound && dir.symlink_metadata().is_err() => {
+            return Ok(())
+        }
         Err(e) => return Err(Error::io("cannot read report directory", dir, e)),
         Ok(m) if !m.is_dir() => {
             return Err(Error::Input {

@@ -100,7 +100,8 @@ pub fn verify(reports: &[PathBuf], opts: &Options<'_>) -> Verification {
         let mut held = Vec::new();
         for dir in dirs {
             let (problems, files) = check_chain(&dir, fixed.as_ref());
-            if let Some((report, Some(sha256))) = files.last() {
+            // A head is only worth recording from a chain that verified.
+            if let (true, Some((report, Some(sha256)))) = (problems.is_empty(), files.last()) {
                 out.heads.push(Head {
                     report: report.display().to_string(),
                     sha256: sha256.clone(),

@@ -252,7 +252,13 @@ pub fn run(job: &Job, args: &RunArgs, started: Timestamp, as_of: Timestamp) -> R
         snapshot_sha256: snapshot.as_ref().map(|s| s.file.sha256.clone()),
     };
     let journal_path = Journal::path_for(&job.report.dir, &job.name);
-    let journal = super::open_journal(job, &journal_path, identity, args.discard_journal)?;
+    let journal = super::open_journal(
+        job,
+        &journal_path,
+        identity,
+        args.discard_journal,
+        !args.dry_run,
+    )?;
     if let Some(id) = journal.signing() {
         if !args.dry_run && super::already_signed(&job.report.dir, &id) {
             journal

@@ -86,6 +86,9 @@ struct Owner {
     /// Set when this run resumed or discarded the journal, or has saved it once: until
     /// then, a journal file at the path belongs to another run.
     replaces: bool,
+    /// Another run took the job while this one worked: every save fails from then on, so
+    /// this run never writes a journal or signs a report, even once that run has ended.
+    lost: bool,
 }
 
 /// Why an existing journal cannot be continued.
@@ -94,6 +97,8 @@ pub enum Refusal {
     Unreadable(String),
     /// Another run of the job holds its lock (the path of the lock file).
     Running(PathBuf),
+    /// The lock file cannot be created or locked.
+    Lock(PathBuf, std::io::Error),
 }
 
 /// The lock file that marks the run owning the journal at `journal`.
@@ -134,12 +139,19 @@ impl Journal {
     }
 
     /// Opens the journal an interrupted run left, if it was made with the same identity,
-    /// or starts a new one (in memory until the first `save`).
-    pub fn open(path: PathBuf, identity: Identity, discard: bool) -> Result<Journal, Refusal> {
+    /// or starts a new one (in memory until the first `save`). With `lock`, takes the run
+    /// lock when the report directory exists; a dry run, which saves nothing, does not (it
+    /// creates nothing and runs beside a real run).
+    pub fn open(
+        path: PathBuf,
+        identity: Identity,
+        discard: bool,
+        lock: bool,
+    ) -> Result<Journal, Refusal> {
         let mut owner = Owner::default();
-        if path.parent().is_some_and(Path::is_dir) {
-            let lock = take_lock(&path).map_err(|e| Refusal::Unreadable(e.to_string()))?;
-            owner.lock = Some(lock.ok_or_else(|| Refusal::Running(lock_path(&path)))?);
+        if lock && path.parent().is_some_and(Path::is_dir) {
+            let taken = take_lock(&path).map_err(|e| Refusal::Lock(lock_path(&path), e))?;
+            owner.lock = Some(taken.ok_or_else(|| Refusal::Running(lock_path(&path)))?);
         }
         let fresh = |identity| State {
             identity,
@@ -167,7 +179,11 @@ impl Journal {
             // remove them before writing afresh (they are this job's own, half-done).
             let mut state = fresh(identity);
             if let Ok(old) = serde_json::from_slice::<State>(&bytes) {
-                if old.signing.is_none() {
+                let dir = path.parent().unwrap_or(Path::new("."));
+                let signed = old
+                    .signing
+                    .is_some_and(|id| super::already_signed(dir, &id));
+                if !signed {
                     state.outputs = old.outputs;
                 }
             }
@@ -219,17 +235,24 @@ impl Journal {
                     lock_path(&self.path).display()
                 ))
             };
+            if owner.lost {
+                return Err(meanwhile());
+            }
             let taken = match owner.lock {
                 Some(_) => None,
-                None => Some(
-                    take_lock(&self.path)
-                        .map_err(|e| {
-                            crate::Error::io("cannot lock journal", &lock_path(&self.path), e)
-                        })?
-                        .ok_or_else(meanwhile)?,
-                ),
+                None => {
+                    let lock = take_lock(&self.path).map_err(|e| {
+                        crate::Error::io("cannot lock journal", &lock_path(&self.path), e)
+                    })?;
+                    if lock.is_none() {
+                        owner.lost = true;
+                        return Err(meanwhile());
+                    }
+                    lock
+                }
             };
             if !owner.replaces && self.path.symlink_metadata().is_ok() {
+                owner.lost = true;
                 return Err(meanwhile());
             }
             if taken.is_some() {
@@ -319,6 +342,18 @@ impl Journal {
         self.lock().outputs.iter().map(PathBuf::from).collect()
     }
 
+    /// Forgets the recorded outputs outside `root` (a discarded run's, written where an
+    /// earlier spec put them) and returns them, so that no later run stops at them.
+    pub fn forget_outputs_outside(&self, root: &Path) -> Vec<PathBuf> {
+        let mut state = self.lock();
+        let (below, outside): (BTreeSet<String>, BTreeSet<String>) =
+            std::mem::take(&mut state.outputs)
+                .into_iter()
+                .partition(|o| Path::new(o).starts_with(root));
+        state.outputs = below;
+        outside.into_iter().map(PathBuf::from).collect()
+    }
+
     pub fn mark_signing(&self, job_id: &str) -> std::io::Result<()> {
         self.lock().signing = Some(job_id.to_string());
         self.save()
@@ -362,7 +397,8 @@ mod tests {
         std::fs::write(&path, serde_json::to_vec(&old).unwrap()).unwrap();
         let root = Path::new("/data/cache");
 
-        let journal = Journal::open(path.clone(), identity(), false).unwrap_or_else(|_| panic!());
+        let journal =
+            Journal::open(path.clone(), identity(), false, true).unwrap_or_else(|_| panic!());
         assert!(journal.resumed);
         assert_eq!(journal.cache_removed_before_plans(root), 7);
         assert!(journal.cache_plan(root).entries.is_empty());
@@ -373,10 +409,51 @@ mod tests {
         journal.plan_cache(root, found).unwrap();
         drop(journal);
 
-        let again = Journal::open(path, identity(), false).unwrap_or_else(|_| panic!());
+        let again = Journal::open(path, identity(), false, true).unwrap_or_else(|_| panic!());
         assert_eq!(again.cache_removed_before_plans(root), 7);
         assert_eq!(again.cache_plan(root).entries.len(), 1);
         assert_eq!(again.cache_plan(Path::new("/other")).subjects.len(), 0);
+    }
+
+    #[test]
+    fn a_discarded_runs_outputs_outside_the_new_root_are_forgotten() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = Journal::path_for(dir.path(), "e");
+        let old = Journal::open(path.clone(), identity(), false, true).unwrap_or_else(|_| panic!());
+        output(&old, "/old-out/x").unwrap();
+        output(&old, "/out/a").unwrap();
+        drop(old);
+        let new = Journal::open(path.clone(), identity(), true, true).unwrap_or_else(|_| panic!());
+        assert_eq!(
+            new.outputs().len(),
+            2,
+            "carried over from the discarded run"
+        );
+        assert_eq!(
+            new.forget_outputs_outside(Path::new("/out")),
+            [PathBuf::from("/old-out/x")]
+        );
+        output(&new, "/out/b").unwrap();
+        drop(new);
+        let resumed = Journal::open(path, identity(), false, true).unwrap_or_else(|_| panic!());
+        assert_eq!(
+            resumed.outputs(),
+            [PathBuf::from("/out/a"), PathBuf::from("/out/b")]
+        );
+    }
+
+    #[test]
+    fn a_dry_run_takes_no_lock_and_creates_nothing() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = Journal::path_for(dir.path(), "e");
+        let real =
+            Journal::open(path.clone(), identity(), false, true).unwrap_or_else(|_| panic!());
+        let dry = Journal::open(path.clone(), identity(), false, false);
+        assert!(dry.is_ok(), "a dry run runs beside a real one");
+        drop((real, dry));
+        std::fs::remove_file(lock_path(&path)).unwrap();
+        let _dry = Journal::open(path, identity(), false, false).unwrap_or_else(|_| panic!());
+        assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 0);
     }
 
     fn output(journal: &Journal, name: &str) -> std::io::Result<()> {
@@ -387,11 +464,12 @@ mod tests {
     fn a_journal_belongs_to_one_run_at_a_time() {
         let dir = tempfile::tempdir().unwrap();
         let path = Journal::path_for(dir.path(), "e");
-        let first = Journal::open(path.clone(), identity(), false).unwrap_or_else(|_| panic!());
+        let first =
+            Journal::open(path.clone(), identity(), false, true).unwrap_or_else(|_| panic!());
         output(&first, "/out/a").unwrap();
         // A second run (a copy of the spec, say) neither resumes nor discards it.
         for discard in [false, true] {
-            match Journal::open(path.clone(), identity(), discard) {
+            match Journal::open(path.clone(), identity(), discard, true) {
                 Err(Refusal::Running(lock)) => {
                     assert_eq!(lock, dir.path().join(".consentry-run-e.lock"))
                 }
@@ -399,7 +477,7 @@ mod tests {
             }
         }
         drop(first);
-        let resumed = Journal::open(path, identity(), false).unwrap_or_else(|_| panic!());
+        let resumed = Journal::open(path, identity(), false, true).unwrap_or_else(|_| panic!());
         assert!(resumed.resumed);
         assert_eq!(resumed.outputs(), [PathBuf::from("/out/a")]);
     }
@@ -408,11 +486,13 @@ mod tests {
     fn a_run_that_found_no_report_dir_stops_at_its_first_save_if_another_run_took_the_job() {
         let dir = tempfile::tempdir().unwrap();
         let path = Journal::path_for(&dir.path().join("reports"), "e");
-        let early = Journal::open(path.clone(), identity(), false).unwrap_or_else(|_| panic!());
-        let late_while_held = Journal::open(path.clone(), identity(), false);
+        let early =
+            Journal::open(path.clone(), identity(), false, true).unwrap_or_else(|_| panic!());
+        let late_while_held = Journal::open(path.clone(), identity(), false, true);
         assert!(late_while_held.is_ok(), "no directory, no lock yet");
         std::fs::create_dir(dir.path().join("reports")).unwrap();
-        let other = Journal::open(path.clone(), identity(), false).unwrap_or_else(|_| panic!());
+        let other =
+            Journal::open(path.clone(), identity(), false, true).unwrap_or_else(|_| panic!());
         let err = output(&early, "/out/a").unwrap_err();
         assert!(err.to_string().contains("another run of job e"), "{err}");
         assert!(!path.exists(), "nothing saved");
@@ -421,10 +501,17 @@ mod tests {
         // The other run is gone, but it left a journal this run never saw.
         let err = output(&early, "/out/a2").unwrap_err();
         assert!(err.to_string().contains("another run of job e"), "{err}");
-        let left = Journal::open(path.clone(), identity(), false).unwrap_or_else(|_| panic!());
+        let left =
+            Journal::open(path.clone(), identity(), false, true).unwrap_or_else(|_| panic!());
         assert_eq!(left.outputs(), [PathBuf::from("/out/b")]);
-        drop(left);
-        let discarding = Journal::open(path.clone(), identity(), true).unwrap_or_else(|_| panic!());
+        left.remove().unwrap();
+        // Lost for good: with the other run finished and its journal gone, this run still
+        // saves nothing (it would otherwise sign for outputs it never wrote).
+        let err = output(&early, "/out/a3").unwrap_err();
+        assert!(err.to_string().contains("another run of job e"), "{err}");
+        assert!(!path.exists());
+        let discarding =
+            Journal::open(path.clone(), identity(), true, true).unwrap_or_else(|_| panic!());
         output(&discarding, "/out/c").unwrap();
         output(&discarding, "/out/d").unwrap();
     }

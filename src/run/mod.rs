@@ -158,8 +158,12 @@ fn filter(job: &Job, args: &RunArgs, started: Timestamp, as_of: Timestamp) -> Re
             &journal_path,
             identity,
             args.discard_journal,
+            true,
         )?),
     };
+    // Before an interrupted run's outputs are removed: [output] dir must not have become
+    // (through a symlink) an input tree.
+    check_overlap(job, out_root)?;
     if let Some(j) = journal.as_ref().filter(|j| j.resumed) {
         if j.signing()
             .is_some_and(|id| already_signed(&job.report.dir, &id))
@@ -174,12 +178,18 @@ fn filter(job: &Job, args: &RunArgs, started: Timestamp, as_of: Timestamp) -> Re
             ))?;
             return Ok(Exit::Ok);
         }
-        undo_interrupted_outputs(j, out_root, Outside::Refuse)?;
+        undo_interrupted_outputs(j, out_root)?;
     }
     if let Some(j) = journal.as_ref().filter(|j| !j.resumed) {
         // --discard-journal: the discarded run's unsigned outputs go too (those still under
         // [output] dir; the spec may have moved it).
-        undo_interrupted_outputs(j, out_root, Outside::Leave)?;
+        for left in j.forget_outputs_outside(out_root) {
+            eprintln!(
+                "consentry: note: an interrupted run's output {} lies outside [output] dir: left as it is",
+                left.display()
+            );
+        }
+        undo_interrupted_outputs(j, out_root)?;
     }
     check_outputs(job, out_root, &found)?;
     let before_write = |target: &Path| match &journal {
@@ -298,8 +308,9 @@ pub(crate) fn open_journal(
     path: &Path,
     identity: journal::Identity,
     discard: bool,
+    lock: bool,
 ) -> Result<Journal> {
-    Journal::open(path.to_path_buf(), identity, discard).map_err(|r| {
+    Journal::open(path.to_path_buf(), identity, discard, lock).map_err(|r| {
         let why = match r {
             journal::Refusal::Different(what) => format!(
                 "an interrupted run of job {} used a different {what}; run it again with the same inputs to \
@@ -307,6 +318,7 @@ pub(crate) fn open_journal(
                 job.name
             ),
             journal::Refusal::Unreadable(e) => format!("unreadable journal ({e}); pass --discard-journal to start over"),
+            journal::Refusal::Lock(lock, e) => format!("cannot lock {} ({e})", lock.display()),
             journal::Refusal::Running(lock) => format!(
                 "job {} is already running (another run holds {}); nothing was changed",
                 job.name,
@@ -317,30 +329,14 @@ pub(crate) fn open_journal(
     })
 }
 
-/// What to do with an interrupted run's output that is not below [output] dir.
-#[derive(Clone, Copy, PartialEq, Eq)]
-enum Outside {
-    /// Stop the job: the same spec wrote it there, so something moved.
-    Refuse,
-    /// Leave it: a discarded run's spec put its outputs elsewhere.
-    Leave,
-}
-
 /// A filter job killed part-way left outputs (and perhaps temp files) that this job made: the
 /// re-run removes them and writes every output afresh, so nothing half-done is kept and
 /// nothing that was there before the job is touched (the journal names only its own files).
-fn undo_interrupted_outputs(journal: &Journal, out_root: &Path, outside: Outside) -> Result<()> {
+fn undo_interrupted_outputs(journal: &Journal, out_root: &Path) -> Result<()> {
     for target in journal.outputs() {
         // Removed only where the interrupted run wrote it: not through a directory that has
         // since become a symlink (which could lead into an input), nor outside the root.
         let below = target.strip_prefix(out_root).ok();
-        if below.is_none() && outside == Outside::Leave {
-            eprintln!(
-                "consentry: note: an interrupted run's output {} lies outside [output] dir: left as it is",
-                target.display()
-            );
-            continue;
-        }
         let linked = below.and_then(|rel| {
             rel.ancestors()
                 .skip(1)
@@ -377,8 +373,8 @@ fn undo_interrupted_outputs(journal: &Journal, out_root: &Path, outside: Outside
     Ok(())
 }
 
-/// Refuses to start when an output would overwrite anything or land inside an input.
-fn check_outputs(job: &Job, out_root: &Path, found: &Discovery) -> Result<()> {
+/// Refuses an [output] dir that is, or holds, an input tree once symlinks are resolved.
+fn check_overlap(job: &Job, out_root: &Path) -> Result<()> {
     let real_out = real_path(out_root);
     for input in &job.input.paths {
         let real_in = real_path(input);
@@ -393,6 +389,12 @@ fn check_outputs(job: &Job, out_root: &Path, found: &Discovery) -> Result<()> {
             ));
         }
     }
+    Ok(())
+}
+
+/// Refuses to start when an output would overwrite anything or land inside an input.
+fn check_outputs(job: &Job, out_root: &Path, found: &Discovery) -> Result<()> {
+    check_overlap(job, out_root)?;
     let mut ancestor = out_root;
     loop {
         if ancestor.symlink_metadata().is_ok() {
@@ -664,7 +666,7 @@ mod tests {
             snapshot_sha256: None,
         };
         let path = Journal::path_for(&dir.path().join("reports"), "f");
-        let j = Journal::open(path, identity, false).unwrap_or_else(|_| panic!());
+        let j = Journal::open(path, identity, false, true).unwrap_or_else(|_| panic!());
         let kept = out_root.join("a.jsonl");
         let linked = out_root.join("sub/b.jsonl");
         j.add_output(&kept).unwrap();
@@ -675,7 +677,7 @@ mod tests {
         std::fs::write(dir.path().join("data/b.jsonl"), "an input").unwrap();
         std::os::unix::fs::symlink("../data", out_root.join("sub")).unwrap();
 
-        let err = undo_interrupted_outputs(&j, &out_root, Outside::Refuse).unwrap_err();
+        let err = undo_interrupted_outputs(&j, &out_root).unwrap_err();
         assert!(err.to_string().contains("symlink"), "{err}");
         assert_eq!(
             std::fs::read_to_string(dir.path().join("data/b.jsonl")).unwrap(),
@@ -683,7 +685,7 @@ mod tests {
         );
 
         std::fs::remove_file(out_root.join("sub")).unwrap();
-        undo_interrupted_outputs(&j, &out_root, Outside::Refuse).unwrap();
+        undo_interrupted_outputs(&j, &out_root).unwrap();
         assert!(
             !kept.exists(),
             "the interrupted run's own output is removed"

@@ -73,30 +73,18 @@ pub fn verify(args: &VerifyArgs) -> Result<Exit> {
         emit(&format!("{v}\n"))?;
     } else {
         let mut text = String::new();
-        for f in &result.reports {
-            text += &format!("{} {}\n", if f.ok { "ok    " } else { "FAILED" }, f.report);
-            for p in &f.problems {
-                text += &format!("       {p}\n");
-            }
-        }
-        for f in &result.chains {
-            text += &format!(
-                "{} chain {}\n",
-                if f.ok { "ok    " } else { "FAILED" },
-                f.report
-            );
-            for p in &f.problems {
-                text += &format!("       {p}\n");
-            }
-        }
-        for f in &result.anchors {
-            text += &format!(
-                "{} anchor {}\n",
-                if f.ok { "ok    " } else { "FAILED" },
-                f.report
-            );
-            for p in &f.problems {
-                text += &format!("       {p}\n");
+        let findings = [
+            ("", &result.reports),
+            ("chain ", &result.chains),
+            ("anchor ", &result.anchors),
+        ];
+        for (kind, list) in findings {
+            for f in list {
+                let verdict = if f.ok { "ok    " } else { "FAILED" };
+                text += &format!("{verdict} {kind}{}\n", f.report);
+                for p in &f.problems {
+                    text += &format!("       {p}\n");
+                }
             }
         }
         for h in &result.heads {

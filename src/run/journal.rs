@@ -238,24 +238,16 @@ impl Journal {
             if owner.lost {
                 return Err(meanwhile());
             }
-            let taken = match owner.lock {
-                Some(_) => None,
-                None => {
-                    let lock = take_lock(&self.path).map_err(|e| {
-                        crate::Error::io("cannot lock journal", &lock_path(&self.path), e)
-                    })?;
-                    if lock.is_none() {
-                        owner.lost = true;
-                        return Err(meanwhile());
-                    }
-                    lock
+            if owner.lock.is_none() {
+                let taken = take_lock(&self.path).map_err(|e| {
+                    crate::Error::io("cannot lock journal", &lock_path(&self.path), e)
+                })?;
+                // Another run holds the job, or held it and left a journal this run never
+                // saw. (Holding the lock since `open`, no other run can have saved.)
+                if taken.is_none() || (!owner.replaces && self.path.symlink_metadata().is_ok()) {
+                    owner.lost = true;
+                    return Err(meanwhile());
                 }
-            };
-            if !owner.replaces && self.path.symlink_metadata().is_ok() {
-                owner.lost = true;
-                return Err(meanwhile());
-            }
-            if taken.is_some() {
                 owner.lock = taken;
             }
             let mut f = AtomicFile::create(&self.path, 0o600)

@@ -314,6 +314,8 @@ fn check_chain(
             .map(|n| n.to_string_lossy().into_owned())
             .unwrap_or_default();
         let expected = i as u64 + 1;
+        let sha = chain::sha256_file(file);
+        digests.push((file.clone(), sha.as_ref().ok().cloned()));
         let statement = match open(file, fixed) {
             Ok((s, key_id)) => {
                 match &first_key {
@@ -328,9 +330,7 @@ fn check_chain(
             }
             Err(e) => {
                 problems.push(format!("{name}: {e}"));
-                let sha = chain::sha256_file(file).ok();
-                digests.push((file.clone(), sha.clone()));
-                previous = sha.map(|s| (name, s));
+                previous = sha.ok().map(|s| (name, s));
                 continue;
             }
         };
@@ -361,15 +361,9 @@ fn check_chain(
             )),
             _ => {}
         }
-        match chain::sha256_file(file) {
-            Ok(sha) => {
-                digests.push((file.clone(), Some(sha.clone())));
-                previous = Some((name, sha));
-            }
-            Err(e) => {
-                digests.push((file.clone(), None));
-                problems.push(e.to_string());
-            }
+        match sha {
+            Ok(sha) => previous = Some((name, sha)),
+            Err(e) => problems.push(e.to_string()),
         }
     }
     (problems, digests)

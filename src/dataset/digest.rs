@@ -192,26 +192,49 @@ mod shani {
             let (abef_in, cdgh_in) = (abef, cdgh);
             // The last four groups of message words, W[t-16..t] for each stream.
             let mut w = [[_mm_setzero_si128(); 4]; N];
-            for g in 0..16 {
-                for i in 0..N {
-                    let words = if g < 4 {
-                        let raw = _mm_loadu_si128(blocks[i][b].as_ptr().add(16 * g).cast());
-                        _mm_shuffle_epi8(raw, bswap)
-                    } else {
-                        // W[t] = σ1(W[t-2]) + W[t-7] + σ0(W[t-15]) + W[t-16], four at a time.
-                        let (w16, w12) = (w[i][g % 4], w[i][(g + 1) % 4]);
-                        let (w8, w4) = (w[i][(g + 2) % 4], w[i][(g + 3) % 4]);
-                        let s0 = _mm_sha256msg1_epu32(w16, w12);
-                        let w7 = _mm_alignr_epi8(w4, w8, 4);
-                        _mm_sha256msg2_epu32(_mm_add_epi32(s0, w7), w4)
-                    };
-                    w[i][g % 4] = words;
-                    let k = _mm_loadu_si128(K.as_ptr().add(4 * g).cast());
-                    let wk = _mm_add_epi32(words, k);
-                    cdgh[i] = _mm_sha256rnds2_epu32(cdgh[i], abef[i], wk);
-                    abef[i] = _mm_sha256rnds2_epu32(abef[i], cdgh[i], _mm_shuffle_epi32(wk, 0x0E));
-                }
+            // Four rounds of every stream with message group `g` (words 4g..4g+4). Written
+            // out sixteen times rather than looped: with `g` a constant, `w` lives in
+            // registers instead of on the stack, and one stream's rounds fill the other's
+            // latency without a loop between them.
+            macro_rules! group {
+                ($g:literal) => {
+                    for i in 0..N {
+                        let words = if $g < 4 {
+                            let raw = _mm_loadu_si128(blocks[i][b].as_ptr().add(16 * $g).cast());
+                            _mm_shuffle_epi8(raw, bswap)
+                        } else {
+                            // W[t] = σ1(W[t-2]) + W[t-7] + σ0(W[t-15]) + W[t-16], four at a time.
+                            let (w16, w12) = (w[i][$g % 4], w[i][($g + 1) % 4]);
+                            let (w8, w4) = (w[i][($g + 2) % 4], w[i][($g + 3) % 4]);
+                            let s0 = _mm_sha256msg1_epu32(w16, w12);
+                            let w7 = _mm_alignr_epi8(w4, w8, 4);
+                            _mm_sha256msg2_epu32(_mm_add_epi32(s0, w7), w4)
+                        };
+                        w[i][$g % 4] = words;
+                        let k = _mm_loadu_si128(K.as_ptr().add(4 * $g).cast());
+                        let wk = _mm_add_epi32(words, k);
+                        cdgh[i] = _mm_sha256rnds2_epu32(cdgh[i], abef[i], wk);
+                        abef[i] =
+                            _mm_sha256rnds2_epu32(abef[i], cdgh[i], _mm_shuffle_epi32(wk, 0x0E));
+                    }
+                };
             }
+            group!(0);
+            group!(1);
+            group!(2);
+            group!(3);
+            group!(4);
+            group!(5);
+            group!(6);
+            group!(7);
+            group!(8);
+            group!(9);
+            group!(10);
+            group!(11);
+            group!(12);
+            group!(13);
+            group!(14);
+            group!(15);
             for i in 0..N {
                 abef[i] = _mm_add_epi32(abef[i], abef_in[i]);
                 cdgh[i] = _mm_add_epi32(cdgh[i], cdgh_in[i]);

@@ -2535,6 +2535,13 @@ fn a_job_killed_at_any_point_and_run_again_finishes_with_one_report() {
             let out = run_erase(&env, &[]).expect(0);
             if journal && out.stdout.contains("already signed") {
                 resumed = ", report already signed";
+                let newest = reports(&env).pop().unwrap();
+                assert!(
+                    out.stdout
+                        .contains(&format!("sha256 {}", sha(&std::fs::read(newest).unwrap()))),
+                    "{when}: the summary names the signed report's digest: {}",
+                    out.stdout
+                );
             } else if journal {
                 resumed = ", resumed";
                 interrupted_with_journal += 1;

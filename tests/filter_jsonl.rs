@@ -1376,6 +1376,54 @@ fn discarding_the_journal_of_a_run_that_signed_keeps_its_outputs() {
     assert_eq!(env.read_string("out/a.jsonl"), "{\"user_id\":\"u1\"}\n");
 }
 
+#[test]
+fn a_rerun_after_a_kill_between_signing_and_journal_removal_names_the_signed_report() {
+    let env = Env::new();
+    setup(&env, &["u1"], "user_id");
+    env.write(
+        "data/a.jsonl",
+        "{\"user_id\":\"u1\"}\n{\"user_id\":\"u2\"}\n",
+    );
+    run(&env, &[]).expect(0);
+    let p = env.last_statement()["predicate"].clone();
+    let report: Vec<_> = std::fs::read_dir(env.path("reports"))
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.to_string_lossy().ends_with(".dsse.json"))
+        .collect();
+    assert_eq!(report.len(), 1);
+    use sha2::Digest as _;
+    let sha = hex::encode(sha2::Sha256::digest(std::fs::read(&report[0]).unwrap()));
+    // The journal that run held just before it removed it: same spec and snapshot, signing.
+    let journal = serde_json::json!({
+        "identity": {
+            "job": "t",
+            "spec_sha256": p["job"]["spec_sha256"],
+            "subjects": "",
+            "snapshot_sha256": p["consent"]["sha256"],
+        },
+        "files": {},
+        "signing": p["job"]["id"],
+        "outputs": [env.path("out/a.jsonl").to_string_lossy()],
+    });
+    env.write("reports/.consentry-journal-t.json", journal.to_string());
+
+    let out = run(&env, &[]).expect(0);
+    assert!(out.stdout.contains("nothing left to do"), "{}", out.stdout);
+    let name = report[0]
+        .file_name()
+        .unwrap()
+        .to_string_lossy()
+        .into_owned();
+    assert!(
+        out.stdout.contains(&name) && out.stdout.contains(&format!("sha256 {sha}")),
+        "the summary names the signed report and its digest: {}",
+        out.stdout
+    );
+    assert!(!env.path("reports/.consentry-journal-t.json").exists());
+    assert_eq!(env.read_string("out/a.jsonl"), "{\"user_id\":\"u1\"}\n");
+}
+
 /// A filter job SIGKILLed at several points and run again finishes the work: every output
 /// equals a clean run's, no temp file remains, and exactly one report is signed.
 #[test]

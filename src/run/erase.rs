@@ -259,17 +259,12 @@ pub fn run(job: &Job, args: &RunArgs, started: Timestamp, as_of: Timestamp) -> R
         args.discard_journal,
         !args.dry_run,
     )?;
-    if let Some(id) = journal.signing() {
-        if !args.dry_run && super::already_signed(&job.report.dir, &id) {
-            journal
-                .remove()
-                .map_err(|e| Error::io("cannot remove journal", &journal_path, e))?;
-            crate::commands::emit(&format!(
-                "consentry erase job {}: an interrupted run had already signed its report (job id {id}); nothing left to do\n",
-                job.name
-            ))?;
-            return Ok(Exit::Ok);
-        }
+    let signed = journal
+        .signing()
+        .filter(|_| !args.dry_run)
+        .and_then(|id| super::signed_report(&job.report.dir, &id));
+    if let Some(report) = signed {
+        return super::finish_signed(journal, "erase", job, &report);
     }
 
     let datasets = match spec.datasets {

@@ -182,7 +182,7 @@ impl Journal {
                 let dir = path.parent().unwrap_or(Path::new("."));
                 let signed = old
                     .signing
-                    .is_some_and(|id| super::already_signed(dir, &id));
+                    .is_some_and(|id| super::signed_report(dir, &id).is_some());
                 if !signed {
                     state.outputs = old.outputs;
                 }

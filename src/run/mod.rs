@@ -164,20 +164,17 @@ fn filter(job: &Job, args: &RunArgs, started: Timestamp, as_of: Timestamp) -> Re
     // Before an interrupted run's outputs are removed: [output] dir must not have become
     // (through a symlink) an input tree.
     check_overlap(job, out_root)?;
-    if let Some(j) = journal.as_ref().filter(|j| j.resumed) {
-        if j.signing()
-            .is_some_and(|id| already_signed(&job.report.dir, &id))
-        {
-            if let Some(j) = journal {
-                j.remove()
-                    .map_err(|e| Error::io("cannot remove journal", &journal_path, e))?;
-            }
-            crate::commands::emit(&format!(
-                "consentry filter job {}: an interrupted run had already written its outputs and signed its report; nothing left to do\n",
-                job.name
-            ))?;
-            return Ok(Exit::Ok);
+    let signed = journal
+        .as_ref()
+        .filter(|j| j.resumed)
+        .and_then(|j| j.signing())
+        .and_then(|id| signed_report(&job.report.dir, &id));
+    if let Some(report) = signed {
+        if let Some(j) = journal {
+            return finish_signed(j, "filter", job, &report);
         }
+    }
+    if let Some(j) = journal.as_ref().filter(|j| j.resumed) {
         undo_interrupted_outputs(j, out_root)?;
     }
     if let Some(j) = journal.as_ref().filter(|j| !j.resumed) {
@@ -265,18 +262,38 @@ pub(crate) fn sign_and_close(
     Ok(exit)
 }
 
-/// Whether a report of the directory carries `job_id`: an interrupted run that had marked its
-/// journal as signing did sign (the kill came before the journal was removed).
-pub(crate) fn already_signed(report_dir: &Path, job_id: &str) -> bool {
-    let Ok(files) = crate::report::chain::list(report_dir) else {
-        return false;
-    };
-    files.iter().rev().any(|file| {
+/// The report of the directory that carries `job_id`, if one does: an interrupted run that
+/// had marked its journal as signing did sign (the kill came before the journal was removed).
+pub(crate) fn signed_report(report_dir: &Path, job_id: &str) -> Option<PathBuf> {
+    let files = crate::report::chain::list(report_dir).ok()?;
+    files.into_iter().rev().find(|file| {
         std::fs::read(file)
             .ok()
             .and_then(|bytes| crate::report::read_unverified(&bytes).ok())
             .is_some_and(|s| s["predicate"]["job"]["id"].as_str() == Some(job_id))
     })
+}
+
+/// Ends a re-run whose interrupted predecessor had already signed `report`: the journal goes,
+/// and the summary names the report and its digest, as a completed run's does (an auditor
+/// anchoring chains needs it).
+pub(crate) fn finish_signed(
+    journal: Journal,
+    kind: &str,
+    job: &Job,
+    report: &Path,
+) -> Result<Exit> {
+    let sha = crate::report::chain::sha256_file(report)?;
+    let path = journal.path().to_path_buf();
+    journal
+        .remove()
+        .map_err(|e| Error::io("cannot remove journal", &path, e))?;
+    crate::commands::emit(&format!(
+        "consentry {kind} job {}: an interrupted run had already signed its report; nothing left to do\n  report     {}, sha256 {sha}\n",
+        job.name,
+        report.display()
+    ))?;
+    Ok(Exit::Ok)
 }
 
 /// Held for a whole run, so two runs of one job never share its journal or outputs. It is

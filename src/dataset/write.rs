@@ -4,7 +4,10 @@
 //! crosses a file system), which is flushed and synced, renamed into place, and then the
 //! directory is synced so the rename itself survives a power cut. A temporary file that is
 //! dropped without `commit` is removed; one orphaned by a kill carries `TEMP_PREFIX` and is
-//! swept by the next run.
+//! swept by the next run. The writing process holds an exclusive lock on its temporary
+//! file until it is done with it, and the sweep skips a locked one: a job sweeping a
+//! directory never removes a file that another running job (of any name) is writing there.
+//! The kernel drops a killed process's locks, so its orphans are swept.
 
 use std::fs::File;
 use std::io::{self, IoSlice, Read, Write};
@@ -62,6 +65,11 @@ impl AtomicFile {
             .suffix(".tmp")
             .permissions(std::fs::Permissions::from_mode(mode & 0o777))
             .tempfile_in(dir)?;
+        // Taken at once: between creation and here a sweep could take the file for an
+        // orphan, and this run would then fail to rename it (an error, nothing lost).
+        temp.as_file().try_lock().map_err(|_| {
+            io::Error::other("a concurrent clean-up took the new temporary file; run again")
+        })?;
         Ok(AtomicFile {
             target: target.to_path_buf(),
             temp,
@@ -278,7 +286,8 @@ pub fn sync_dir(dir: &Path) -> io::Result<()> {
     File::open(dir)?.sync_all()
 }
 
-/// Removes temporary files a killed run left in `dir` (not recursive). Returns how many.
+/// Removes temporary files a killed run left in `dir` (not recursive), leaving those that a
+/// live process still holds locked (another job writing there now). Returns how many.
 pub fn sweep_temp_files(dir: &Path) -> io::Result<usize> {
     let mut removed = 0;
     let entries = match std::fs::read_dir(dir) {
@@ -290,12 +299,44 @@ pub fn sweep_temp_files(dir: &Path) -> io::Result<usize> {
         let entry = entry?;
         let name = entry.file_name();
         let name = name.to_string_lossy();
-        if is_temp_name(&name) && entry.file_type()?.is_file() {
-            std::fs::remove_file(entry.path())?;
+        if is_temp_name(&name) && entry.file_type()?.is_file() && remove_orphan(&entry.path())? {
             removed += 1;
         }
     }
     Ok(removed)
+}
+
+/// Removes the temporary file at `path` unless a live writer holds it. The lock is taken on
+/// the file the path names when opened, and the path must still name that file when it is
+/// removed (a writer may have renamed it into place in between).
+fn remove_orphan(path: &Path) -> io::Result<bool> {
+    use std::os::unix::fs::{MetadataExt, OpenOptionsExt};
+    let file = match File::options()
+        .read(true)
+        .custom_flags(libc::O_NOFOLLOW | libc::O_NONBLOCK)
+        .open(path)
+    {
+        Ok(f) => f,
+        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(false),
+        Err(e) => return Err(e),
+    };
+    match file.try_lock() {
+        Ok(()) => {}
+        Err(std::fs::TryLockError::WouldBlock) => return Ok(false),
+        Err(std::fs::TryLockError::Error(e)) => return Err(e),
+    }
+    let held = file.metadata()?;
+    match std::fs::symlink_metadata(path) {
+        Ok(now) if now.dev() == held.dev() && now.ino() == held.ino() => {}
+        Ok(_) => return Ok(false),
+        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(false),
+        Err(e) => return Err(e),
+    }
+    match std::fs::remove_file(path) {
+        Ok(()) => Ok(true),
+        Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(false),
+        Err(e) => Err(e),
+    }
 }
 
 #[cfg(test)]
@@ -480,5 +521,31 @@ mod tests {
         f.write_all(b"partial").unwrap();
         drop(f);
         assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 0);
+    }
+
+    #[test]
+    fn a_sweep_removes_orphans_but_not_a_file_another_writer_is_writing() {
+        let dir = tempfile::tempdir().unwrap();
+        // An orphan: a killed run's temporary file, which no process holds.
+        let orphan = dir.path().join(format!("{TEMP_PREFIX}abcdef.tmp"));
+        std::fs::write(&orphan, "half").unwrap();
+        // A live writer's, as another job has it open while this one sweeps.
+        let target = dir.path().join("out.jsonl");
+        let mut live = AtomicFile::create(&target, 0o600).unwrap();
+        live.write_all(b"rows\n").unwrap();
+        assert_eq!(sweep_temp_files(dir.path()).unwrap(), 1);
+        assert!(!orphan.exists());
+        live.commit(Replace::Never).unwrap();
+        assert_eq!(std::fs::read_to_string(&target).unwrap(), "rows\n");
+
+        // Once its writer is gone (a kill drops the lock with the process), it is an orphan.
+        let mut dropped = AtomicFile::create(&target, 0o600).unwrap();
+        dropped.write_all(b"more").unwrap();
+        let temp = dropped.temp.path().to_path_buf();
+        let kept = dropped.temp.into_temp_path().keep().unwrap();
+        assert_eq!(kept, temp);
+        assert_eq!(sweep_temp_files(dir.path()).unwrap(), 1);
+        assert!(!temp.exists());
+        assert_eq!(std::fs::read_to_string(&target).unwrap(), "rows\n");
     }
 }

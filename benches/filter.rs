@@ -74,7 +74,7 @@ fn bench(c: &mut Criterion) {
         out_root: &out_root,
         dry_run: false,
         show: &show,
-        before_write: &|_: &Path| Ok(()),
+        before_write: &|_: &Path, _| Ok(()),
     };
     group.bench_function("jsonl_file", |b| {
         b.iter_batched(

@@ -45,6 +45,28 @@ pub struct AtomicFile {
     flushed: u64,
 }
 
+/// Which file a path named when it was written: the device and inode, which a rename keeps.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct FileId {
+    pub dev: u64,
+    pub ino: u64,
+}
+
+impl FileId {
+    /// The file at `path` itself (not a symlink's target); `None` when there is none.
+    pub fn at(path: &Path) -> io::Result<Option<FileId>> {
+        use std::os::unix::fs::MetadataExt;
+        match std::fs::symlink_metadata(path) {
+            Ok(m) => Ok(Some(FileId {
+                dev: m.dev(),
+                ino: m.ino(),
+            })),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(None),
+            Err(e) => Err(e),
+        }
+    }
+}
+
 /// What a committed file holds, for the report.
 #[derive(Debug, Clone)]
 pub struct Written {
@@ -76,6 +98,16 @@ impl AtomicFile {
             hasher: Sha256::new(),
             bytes: 0,
             flushed: 0,
+        })
+    }
+
+    /// The file being written, which the target will be once committed.
+    pub fn file_id(&self) -> io::Result<FileId> {
+        use std::os::unix::fs::MetadataExt;
+        let m = self.temp.as_file().metadata()?;
+        Ok(FileId {
+            dev: m.dev(),
+            ino: m.ino(),
         })
     }
 

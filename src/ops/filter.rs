@@ -8,7 +8,7 @@ use super::{Outcome, OutputRef, Reason};
 use crate::consent::Snapshot;
 use crate::dataset::parquet::{Cell, ParquetInput};
 use crate::dataset::scan::Line;
-use crate::dataset::write::{mode_of, AtomicFile, Replace, Written};
+use crate::dataset::write::{mode_of, AtomicFile, FileId, Replace, Written};
 use crate::dataset::{Format, InputFile};
 
 /// Keeps a row only when its single subject holds valid consent.
@@ -57,8 +57,9 @@ pub struct Filter<'a> {
     pub dry_run: bool,
     /// Shows a path in reports: relative to the job's directory.
     pub show: &'a (dyn Fn(&Path) -> String + Sync),
-    /// Told each output path before anything is written there (the job's journal).
-    pub before_write: &'a (dyn Fn(&Path) -> Result<(), String> + Sync),
+    /// Told each output path, and the temp file that will become it, before anything is
+    /// written (the job's journal).
+    pub before_write: &'a (dyn Fn(&Path, FileId) -> Result<(), String> + Sync),
 }
 
 impl Filter<'_> {
@@ -77,10 +78,13 @@ impl Filter<'_> {
             return Ok(None);
         }
         let target = self.target(file);
-        (self.before_write)(&target)?;
-        AtomicFile::create(&target, mode_of(&file.path))
-            .map(Some)
-            .map_err(|e| format!("cannot create output {}: {e}", (self.show)(&target)))
+        let sink = AtomicFile::create(&target, mode_of(&file.path))
+            .map_err(|e| format!("cannot create output {}: {e}", (self.show)(&target)))?;
+        let id = sink
+            .file_id()
+            .map_err(|e| format!("cannot read output {}: {e}", (self.show)(&target)))?;
+        (self.before_write)(&target, id)?;
+        Ok(Some(sink))
     }
 
     fn commit(&self, sink: Option<AtomicFile>) -> Result<Option<OutputRef>, String> {

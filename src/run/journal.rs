@@ -22,7 +22,7 @@ use std::sync::Mutex;
 
 use serde::{Deserialize, Serialize};
 
-use crate::dataset::write::{AtomicFile, Replace};
+use crate::dataset::write::{AtomicFile, FileId, Replace};
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Identity {
@@ -66,9 +66,14 @@ struct State {
     caches: BTreeMap<String, u64>,
     /// Set just before signing: the id the report carries.
     signing: Option<String>,
-    /// Filter jobs: every output this job started to write, recorded before its temp file.
+    /// Filter jobs: every output this job started to write, recorded once its temp file exists.
     #[serde(default)]
     outputs: BTreeSet<String>,
+    /// The file each output was being written as (its temp file, renamed into place): a
+    /// re-run removes an output only if the path still names that file. Journals written
+    /// before this was kept have none, and their outputs are removed by path.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    output_files: BTreeMap<String, FileId>,
 }
 
 pub struct Journal {
@@ -160,6 +165,7 @@ impl Journal {
             caches: BTreeMap::new(),
             signing: None,
             outputs: BTreeSet::new(),
+            output_files: BTreeMap::new(),
         };
         let bytes = match std::fs::read(&path) {
             Ok(b) => b,
@@ -185,6 +191,7 @@ impl Journal {
                     .is_some_and(|id| super::signed_report(dir, &id).is_some());
                 if !signed {
                     state.outputs = old.outputs;
+                    state.output_files = old.output_files;
                 }
             }
             return Ok(Journal {
@@ -319,11 +326,16 @@ impl Journal {
             .unwrap_or(0)
     }
 
-    /// Records an output about to be written, so a re-run of a killed filter job can tell
-    /// the files this job made from anything that was there before.
-    pub fn add_output(&self, target: &Path) -> std::io::Result<()> {
-        let new = self.lock().outputs.insert(target.display().to_string());
-        if new {
+    /// Records an output about to be written as `file` (its temp file), so a re-run of a
+    /// killed filter job can tell the files this job made from anything that was there
+    /// before, or was put there since.
+    pub fn add_output(&self, target: &Path, file: FileId) -> std::io::Result<()> {
+        let key = target.display().to_string();
+        let mut state = self.lock();
+        let new = state.outputs.insert(key.clone());
+        let moved = state.output_files.insert(key, file) != Some(file);
+        drop(state);
+        if new || moved {
             self.save()?;
         }
         Ok(())
@@ -332,6 +344,14 @@ impl Journal {
     /// The outputs an interrupted run of this job started to write.
     pub fn outputs(&self) -> Vec<PathBuf> {
         self.lock().outputs.iter().map(PathBuf::from).collect()
+    }
+
+    /// The file the interrupted run wrote `target` as, when its journal recorded it.
+    pub fn output_file(&self, target: &Path) -> Option<FileId> {
+        self.lock()
+            .output_files
+            .get(&target.display().to_string())
+            .copied()
     }
 
     /// Forgets the recorded outputs outside `root` (a discarded run's, written where an
@@ -343,6 +363,11 @@ impl Journal {
                 .into_iter()
                 .partition(|o| Path::new(o).starts_with(root));
         state.outputs = below;
+        let files = std::mem::take(&mut state.output_files);
+        state.output_files = files
+            .into_iter()
+            .filter(|(o, _)| state.outputs.contains(o))
+            .collect();
         outside.into_iter().map(PathBuf::from).collect()
     }
 
@@ -449,7 +474,7 @@ mod tests {
     }
 
     fn output(journal: &Journal, name: &str) -> std::io::Result<()> {
-        journal.add_output(Path::new(name))
+        journal.add_output(Path::new(name), FileId { dev: 1, ino: 1 })
     }
 
     #[test]

@@ -12,6 +12,7 @@ use serde_json::Value;
 use crate::cli::RunArgs;
 use crate::consent::{self, Snapshot};
 use crate::dataset::scan::SubjectPath;
+use crate::dataset::write::FileId;
 use crate::dataset::{self, Discovery};
 use crate::error::{Error, Result};
 use crate::exec::{self, Progress, ProgressMode};
@@ -189,9 +190,9 @@ fn filter(job: &Job, args: &RunArgs, started: Timestamp, as_of: Timestamp) -> Re
         undo_interrupted_outputs(j, out_root)?;
     }
     check_outputs(job, out_root, &found)?;
-    let before_write = |target: &Path| match &journal {
+    let before_write = |target: &Path, file| match &journal {
         Some(j) => j
-            .add_output(target)
+            .add_output(target, file)
             .map_err(|e| format!("cannot update the journal: {e}")),
         None => Ok(()),
     };
@@ -372,19 +373,55 @@ fn undo_interrupted_outputs(journal: &Journal, out_root: &Path) -> Result<()> {
                     .into(),
             });
         }
-        match std::fs::remove_file(&target) {
-            Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
-                return Err(Error::io(
-                    "cannot remove an interrupted run's output",
-                    &target,
-                    e,
-                ))
-            }
-            _ => {}
+        // And only if the path still names the file that run wrote: one put there since
+        // (or a different file from the start, if it was killed before its rename) stays.
+        let now = FileId::at(&target)
+            .map_err(|e| Error::io("cannot read an interrupted run's output", &target, e))?;
+        let ours = match (journal.output_file(&target), now) {
+            (_, None) => false,
+            (Some(wrote), Some(now)) => wrote == now,
+            // A journal from before output files were recorded: the path is all it has.
+            (None, Some(_)) => true,
+        };
+        if now.is_some() && !ours {
+            eprintln!(
+                "consentry: note: {} is not the file an interrupted run of this job wrote there: left as it is",
+                target.display()
+            );
         }
-        if let Some(dir) = target.parent() {
-            dataset::write::sweep_temp_files(dir)
-                .map_err(|e| Error::io("cannot clean up", dir, e))?;
+        if ours {
+            match std::fs::remove_file(&target) {
+                Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
+                    return Err(Error::io(
+                        "cannot remove an interrupted run's output",
+                        &target,
+                        e,
+                    ))
+                }
+                _ => {}
+            }
+        }
+    }
+    // The temp files it left: an output's temp file is created before the journal records
+    // it (so that the record names the file), so a kill in between leaves one whose output
+    // is not in the journal. Every directory below the root is swept; one another running
+    // job is writing is left alone (see `sweep_temp_files`).
+    for entry in walkdir::WalkDir::new(out_root).follow_links(false) {
+        let entry = match entry {
+            Ok(e) => e,
+            Err(e)
+                if e.io_error().map(std::io::Error::kind) == Some(std::io::ErrorKind::NotFound) =>
+            {
+                continue
+            }
+            Err(e) => {
+                let path = e.path().unwrap_or(out_root).to_path_buf();
+                return Err(Error::io("cannot clean up", &path, e.into()));
+            }
+        };
+        if entry.file_type().is_dir() {
+            dataset::write::sweep_temp_files(entry.path())
+                .map_err(|e| Error::io("cannot clean up", entry.path(), e))?;
         }
     }
     Ok(())
@@ -686,13 +723,16 @@ mod tests {
         let j = Journal::open(path, identity, false, true).unwrap_or_else(|_| panic!());
         let kept = out_root.join("a.jsonl");
         let linked = out_root.join("sub/b.jsonl");
-        j.add_output(&kept).unwrap();
-        j.add_output(&linked).unwrap();
         std::fs::create_dir_all(&out_root).unwrap();
         std::fs::write(&kept, "partial").unwrap();
         std::fs::create_dir_all(dir.path().join("data")).unwrap();
         std::fs::write(dir.path().join("data/b.jsonl"), "an input").unwrap();
         std::os::unix::fs::symlink("../data", out_root.join("sub")).unwrap();
+        // Even recorded as the very file the path now reaches, a symlinked one stays.
+        j.add_output(&kept, FileId::at(&kept).unwrap().unwrap())
+            .unwrap();
+        j.add_output(&linked, FileId::at(&linked).unwrap().unwrap())
+            .unwrap();
 
         let err = undo_interrupted_outputs(&j, &out_root).unwrap_err();
         assert!(err.to_string().contains("symlink"), "{err}");
@@ -707,5 +747,37 @@ mod tests {
             !kept.exists(),
             "the interrupted run's own output is removed"
         );
+    }
+
+    /// A path the interrupted run recorded but that names another file now (put there
+    /// since, or never renamed into place by that run) is left as it is.
+    #[test]
+    fn an_interrupted_runs_output_replaced_since_is_not_removed() {
+        let dir = tempfile::tempdir().unwrap();
+        let out_root = dir.path().join("out");
+        let identity = journal::Identity {
+            job: "f".into(),
+            spec_sha256: "spec".into(),
+            subjects: String::new(),
+            snapshot_sha256: None,
+        };
+        let path = Journal::path_for(&dir.path().join("reports"), "f");
+        let j = Journal::open(path, identity, false, true).unwrap_or_else(|_| panic!());
+        std::fs::create_dir_all(&out_root).unwrap();
+        let (ours, theirs) = (out_root.join("a.jsonl"), out_root.join("b.jsonl"));
+        std::fs::write(&ours, "half").unwrap();
+        std::fs::write(&theirs, "the run's").unwrap();
+        j.add_output(&ours, FileId::at(&ours).unwrap().unwrap())
+            .unwrap();
+        j.add_output(&theirs, FileId::at(&theirs).unwrap().unwrap())
+            .unwrap();
+        // Someone replaces the second output with their own file.
+        let replacement = out_root.join("replacement");
+        std::fs::write(&replacement, "a user's file").unwrap();
+        std::fs::rename(&replacement, &theirs).unwrap();
+
+        undo_interrupted_outputs(&j, &out_root).unwrap();
+        assert!(!ours.exists(), "the run's own output is removed");
+        assert_eq!(std::fs::read_to_string(&theirs).unwrap(), "a user's file");
     }
 }

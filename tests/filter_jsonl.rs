@@ -1416,12 +1416,30 @@ fn a_rerun_after_a_kill_between_signing_and_journal_removal_names_the_signed_rep
         .to_string_lossy()
         .into_owned();
     assert!(
-        out.stdout.contains(&name) && out.stdout.contains(&format!("sha256 {sha}")),
+        out.stdout.contains(&name)
+            && out
+                .stdout
+                .contains(&format!("chain      sequence 1, report sha256 {sha}")),
         "the summary names the signed report and its digest: {}",
         out.stdout
     );
     assert!(!env.path("reports/.consentry-journal-t.json").exists());
     assert_eq!(env.read_string("out/a.jsonl"), "{\"user_id\":\"u1\"}\n");
+}
+
+#[test]
+fn a_run_killed_before_its_first_journal_save_leaves_no_temp_file_after_a_rerun() {
+    let env = Env::new();
+    setup(&env, &["u1"], "user_id");
+    env.write("data/sub/a.jsonl", "{\"user_id\":\"u1\"}\n");
+    // The temp file of an output created just before the kill, with no journal yet.
+    env.write(
+        "out/sub/.consentry-Ab12Cd.tmp",
+        "{\"user_id\":\"u1\"}\n{\"us",
+    );
+    run(&env, &[]).expect(0);
+    assert!(!env.path("out/sub/.consentry-Ab12Cd.tmp").exists());
+    assert_eq!(env.read_string("out/sub/a.jsonl"), "{\"user_id\":\"u1\"}\n");
 }
 
 /// A filter job SIGKILLed at several points and run again finishes the work: every output

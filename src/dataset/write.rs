@@ -32,6 +32,10 @@ pub enum Replace {
 /// Slices handed to one `writev` (Linux's `IOV_MAX`).
 const MAX_SLICES: usize = 1024;
 
+/// How many temporary files `AtomicFile::create` makes before giving up, when concurrent
+/// sweeps keep taking them before it can lock them.
+const CREATE_ATTEMPTS: usize = 8;
+
 /// Written bytes are handed to the disk in windows of this size while writing goes on.
 const WRITEBACK_WINDOW: u64 = 8 << 20;
 
@@ -45,22 +49,34 @@ pub struct AtomicFile {
     flushed: u64,
 }
 
-/// Which file a path named when it was written: the device and inode, which a rename keeps.
+/// Which file a path named when it was written: its inode number and birth time, which a
+/// rename keeps. (Not the device number: a remount or a reboot may change it.) The birth
+/// time is absent where the file system does not keep one; the inode must then do.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct FileId {
-    pub dev: u64,
     pub ino: u64,
+    /// Nanoseconds since the Unix epoch.
+    pub born_ns: Option<u64>,
 }
 
 impl FileId {
+    pub fn of(meta: &std::fs::Metadata) -> FileId {
+        use std::os::unix::fs::MetadataExt;
+        let born_ns = meta
+            .created()
+            .ok()
+            .and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok())
+            .and_then(|d| u64::try_from(d.as_nanos()).ok());
+        FileId {
+            ino: meta.ino(),
+            born_ns,
+        }
+    }
+
     /// The file at `path` itself (not a symlink's target); `None` when there is none.
     pub fn at(path: &Path) -> io::Result<Option<FileId>> {
-        use std::os::unix::fs::MetadataExt;
         match std::fs::symlink_metadata(path) {
-            Ok(m) => Ok(Some(FileId {
-                dev: m.dev(),
-                ino: m.ino(),
-            })),
+            Ok(m) => Ok(Some(FileId::of(&m))),
             Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(None),
             Err(e) => Err(e),
         }
@@ -81,34 +97,41 @@ impl AtomicFile {
     pub fn create(target: &Path, mode: u32) -> io::Result<AtomicFile> {
         let dir = parent(target);
         std::fs::create_dir_all(dir)?;
-        let temp = tempfile::Builder::new()
-            .prefix(TEMP_PREFIX)
-            .rand_bytes(TEMP_RANDOM)
-            .suffix(".tmp")
-            .permissions(std::fs::Permissions::from_mode(mode & 0o777))
-            .tempfile_in(dir)?;
-        // Taken at once: between creation and here a sweep could take the file for an
-        // orphan, and this run would then fail to rename it (an error, nothing lost).
-        temp.as_file().try_lock().map_err(|_| {
-            io::Error::other("a concurrent clean-up took the new temporary file; run again")
-        })?;
-        Ok(AtomicFile {
-            target: target.to_path_buf(),
-            temp,
-            hasher: Sha256::new(),
-            bytes: 0,
-            flushed: 0,
-        })
+        // A sweep by another job may take a new file for an orphan between its creation and
+        // the lock below: the file is then made again under another name.
+        for _ in 0..CREATE_ATTEMPTS {
+            let temp = tempfile::Builder::new()
+                .prefix(TEMP_PREFIX)
+                .rand_bytes(TEMP_RANDOM)
+                .suffix(".tmp")
+                .permissions(std::fs::Permissions::from_mode(mode & 0o777))
+                .tempfile_in(dir)?;
+            match temp.as_file().try_lock() {
+                Ok(()) => {}
+                Err(std::fs::TryLockError::WouldBlock) => continue,
+                // No locks on this file system (some NFS setups): written unlocked, as a
+                // sweep there leaves every file it cannot lock.
+                Err(std::fs::TryLockError::Error(_)) => {}
+            }
+            if !same_file(temp.as_file(), temp.path())? {
+                continue;
+            }
+            return Ok(AtomicFile {
+                target: target.to_path_buf(),
+                temp,
+                hasher: Sha256::new(),
+                bytes: 0,
+                flushed: 0,
+            });
+        }
+        Err(io::Error::other(
+            "temporary files kept being removed by a concurrent clean-up",
+        ))
     }
 
     /// The file being written, which the target will be once committed.
     pub fn file_id(&self) -> io::Result<FileId> {
-        use std::os::unix::fs::MetadataExt;
-        let m = self.temp.as_file().metadata()?;
-        Ok(FileId {
-            dev: m.dev(),
-            ino: m.ino(),
-        })
+        Ok(FileId::of(&self.temp.as_file().metadata()?))
     }
 
     pub fn target(&self) -> &Path {
@@ -340,9 +363,18 @@ pub fn sweep_temp_files(dir: &Path) -> io::Result<usize> {
 
 /// Removes the temporary file at `path` unless a live writer holds it. The lock is taken on
 /// the file the path names when opened, and the path must still name that file when it is
-/// removed (a writer may have renamed it into place in between).
+/// removed (a writer may have renamed it into place in between). A file that cannot be
+/// opened or locked (no locks on this file system, or not readable) may be a running job's:
+/// it is left, with a note.
 fn remove_orphan(path: &Path) -> io::Result<bool> {
-    use std::os::unix::fs::{MetadataExt, OpenOptionsExt};
+    use std::os::unix::fs::OpenOptionsExt;
+    let leave = |e: &dyn std::fmt::Display| {
+        eprintln!(
+            "consentry: note: {}: cannot tell whether a running job is writing it ({e}): left as it is",
+            path.display()
+        );
+        Ok(false)
+    };
     let file = match File::options()
         .read(true)
         .custom_flags(libc::O_NOFOLLOW | libc::O_NONBLOCK)
@@ -350,22 +382,29 @@ fn remove_orphan(path: &Path) -> io::Result<bool> {
     {
         Ok(f) => f,
         Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(false),
-        Err(e) => return Err(e),
+        Err(e) => return leave(&e),
     };
     match file.try_lock() {
         Ok(()) => {}
         Err(std::fs::TryLockError::WouldBlock) => return Ok(false),
-        Err(std::fs::TryLockError::Error(e)) => return Err(e),
+        Err(std::fs::TryLockError::Error(e)) => return leave(&e),
     }
-    let held = file.metadata()?;
-    match std::fs::symlink_metadata(path) {
-        Ok(now) if now.dev() == held.dev() && now.ino() == held.ino() => {}
-        Ok(_) => return Ok(false),
-        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(false),
-        Err(e) => return Err(e),
+    if !same_file(&file, path)? {
+        return Ok(false);
     }
     match std::fs::remove_file(path) {
         Ok(()) => Ok(true),
+        Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(false),
+        Err(e) => Err(e),
+    }
+}
+
+/// Whether `path` (not following a symlink) names the open `file`.
+fn same_file(file: &File, path: &Path) -> io::Result<bool> {
+    use std::os::unix::fs::MetadataExt;
+    let held = file.metadata()?;
+    match std::fs::symlink_metadata(path) {
+        Ok(now) => Ok(now.dev() == held.dev() && now.ino() == held.ino()),
         Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(false),
         Err(e) => Err(e),
     }

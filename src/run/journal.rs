@@ -474,7 +474,13 @@ mod tests {
     }
 
     fn output(journal: &Journal, name: &str) -> std::io::Result<()> {
-        journal.add_output(Path::new(name), FileId { dev: 1, ino: 1 })
+        journal.add_output(
+            Path::new(name),
+            FileId {
+                ino: 1,
+                born_ns: None,
+            },
+        )
     }
 
     #[test]

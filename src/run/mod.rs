@@ -5,6 +5,7 @@
 //! fails with exit code 2; after that, a file that fails is recorded and the job goes on,
 //! ending `partial`.
 
+use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
 
 use serde_json::Value;
@@ -190,6 +191,10 @@ fn filter(job: &Job, args: &RunArgs, started: Timestamp, as_of: Timestamp) -> Re
         undo_interrupted_outputs(j, out_root)?;
     }
     check_outputs(job, out_root, &found)?;
+    if !args.dry_run {
+        let targets = found.files.iter().map(|f| out_root.join(&f.rel));
+        sweep_output_temps(targets, journal.as_ref())?;
+    }
     let before_write = |target: &Path, file| match &journal {
         Some(j) => j
             .add_output(target, file)
@@ -276,23 +281,28 @@ pub(crate) fn signed_report(report_dir: &Path, job_id: &str) -> Option<PathBuf> 
 }
 
 /// Ends a re-run whose interrupted predecessor had already signed `report`: the journal goes,
-/// and the summary names the report and its digest, as a completed run's does (an auditor
-/// anchoring chains needs it).
+/// and the summary names the report, its place in the chain and its digest in the words a
+/// completed run's summary uses (an auditor anchoring chains records that line).
 pub(crate) fn finish_signed(
     journal: Journal,
     kind: &str,
     job: &Job,
     report: &Path,
 ) -> Result<Exit> {
-    let sha = crate::report::chain::sha256_file(report)?;
+    let bytes = std::fs::read(report).map_err(|e| Error::io("cannot read report", report, e))?;
+    let sha = hex::encode(<sha2::Sha256 as sha2::Digest>::digest(&bytes));
+    let sequence = crate::report::read_unverified(&bytes)
+        .map(|s| s["predicate"]["chain"]["sequence"].to_string())
+        .unwrap_or_else(|_| "?".into());
+    let id = journal.signing().unwrap_or_default();
     let path = journal.path().to_path_buf();
     journal
         .remove()
         .map_err(|e| Error::io("cannot remove journal", &path, e))?;
     crate::commands::emit(&format!(
-        "consentry {kind} job {}: an interrupted run had already signed its report; nothing left to do\n  report     {}, sha256 {sha}\n",
+        "consentry {kind} job {}: an interrupted run had already signed its report (job id {id}); nothing left to do\n  report     {}\n  chain      sequence {sequence}, report sha256 {sha}\n",
         job.name,
-        report.display()
+        shower(&job.base_dir)(report)
     ))?;
     Ok(Exit::Ok)
 }
@@ -402,27 +412,27 @@ fn undo_interrupted_outputs(journal: &Journal, out_root: &Path) -> Result<()> {
             }
         }
     }
-    // The temp files it left: an output's temp file is created before the journal records
-    // it (so that the record names the file), so a kill in between leaves one whose output
-    // is not in the journal. Every directory below the root is swept; one another running
-    // job is writing is left alone (see `sweep_temp_files`).
-    for entry in walkdir::WalkDir::new(out_root).follow_links(false) {
-        let entry = match entry {
-            Ok(e) => e,
-            Err(e)
-                if e.io_error().map(std::io::Error::kind) == Some(std::io::ErrorKind::NotFound) =>
-            {
-                continue
-            }
-            Err(e) => {
-                let path = e.path().unwrap_or(out_root).to_path_buf();
-                return Err(Error::io("cannot clean up", &path, e.into()));
-            }
-        };
-        if entry.file_type().is_dir() {
-            dataset::write::sweep_temp_files(entry.path())
-                .map_err(|e| Error::io("cannot clean up", entry.path(), e))?;
-        }
+    Ok(())
+}
+
+/// Removes the temp files killed runs of this job left beside its outputs: in the directory
+/// of every output this run will write and of every output the journal names. An output's
+/// temp file exists before the journal records it (so that the record names the file), and
+/// a run killed before its first journal save leaves no journal at all, so the journal
+/// alone would miss some. A file another running job is writing is left alone (see
+/// `sweep_temp_files`).
+fn sweep_output_temps(
+    targets: impl Iterator<Item = PathBuf>,
+    journal: Option<&Journal>,
+) -> Result<()> {
+    let recorded = journal.map(Journal::outputs).unwrap_or_default();
+    let dirs: BTreeSet<PathBuf> = targets
+        .chain(recorded)
+        .filter_map(|t| t.parent().map(Path::to_path_buf))
+        .collect();
+    for dir in dirs {
+        dataset::write::sweep_temp_files(&dir)
+            .map_err(|e| Error::io("cannot clean up", &dir, e))?;
     }
     Ok(())
 }

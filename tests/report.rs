@@ -293,6 +293,11 @@ fn a_chain_whose_reports_are_signed_by_different_keys_fails_without_a_pinned_key
     );
 }
 
+fn sha256_of(path: &std::path::Path) -> String {
+    use sha2::Digest as _;
+    hex::encode(sha2::Sha256::digest(std::fs::read(path).unwrap()))
+}
+
 /// Nothing in a chain shows that its newest reports were deleted; a head digest recorded
 /// earlier (printed by each job and by `verify --chain`) does, for every report up to it.
 #[test]
@@ -351,6 +356,18 @@ fn an_anchor_shows_that_no_report_up_to_it_was_removed() {
     std::fs::write(&first, bytes).unwrap();
     let out = verify(&env, &[]).expect(3);
     assert!(!out.stdout.contains("head "), "{}", out.stdout);
+    // Nor does an anchor it holds pass.
+    let second = sha256_of(&env.path("reports/00000002-t.dsse.json"));
+    let out = verify(&env, &["--anchor", &second, "--json"]).expect(3);
+    let v: serde_json::Value = serde_json::from_str(&out.stdout).unwrap();
+    assert_eq!(v["anchors"][0]["ok"], false, "{v}");
+    assert!(
+        v["anchors"][0]["problems"][0]
+            .as_str()
+            .unwrap()
+            .contains("does not verify"),
+        "{v}"
+    );
 
     let out = verify(&env, &["--anchor", "abc"]).expect(2);
     assert!(out.stderr.contains("64 hex digits"), "{}", out.stderr);

@@ -107,7 +107,8 @@ pub fn verify(reports: &[PathBuf], opts: &Options<'_>) -> Verification {
                     sha256: sha256.clone(),
                 });
             }
-            held.extend(files);
+            let verified = problems.is_empty();
+            held.extend(files.into_iter().map(|(file, sha)| (file, sha, verified)));
             out.chains.push(Finding {
                 report: dir.display().to_string(),
                 ok: problems.is_empty(),
@@ -117,12 +118,16 @@ pub fn verify(reports: &[PathBuf], opts: &Options<'_>) -> Verification {
         for anchor in opts.anchors {
             let found = held
                 .iter()
-                .find(|(_, sha)| sha.as_deref() == Some(anchor.as_str()));
+                .find(|(_, sha, _)| sha.as_deref() == Some(anchor.as_str()));
             out.anchors.push(match found {
-                Some((file, _)) => Finding {
+                // Held by a chain that verifies: no report up to the anchored one is gone.
+                Some((file, _, verified)) => Finding {
                     report: format!("{anchor} is {}", file.display()),
-                    ok: true,
-                    problems: Vec::new(),
+                    ok: *verified,
+                    problems: match verified {
+                        true => Vec::new(),
+                        false => vec!["the chain holding it does not verify".into()],
+                    },
                 },
                 None => Finding {
                     report: anchor.clone(),

@@ -95,7 +95,8 @@ impl Env {
     /// Runs the binary here. A run that has not ended after `RUN_LIMIT` is killed and fails
     /// the test, so a hang (a FIFO read, a lock never released) fails CI instead of stalling it.
     pub fn run(&self, args: &[&str]) -> Output {
-        let child = Command::new(BIN)
+        use std::io::Read;
+        let mut child = Command::new(BIN)
             .args(args)
             .current_dir(self.dir.path())
             .stdin(std::process::Stdio::null())
@@ -103,25 +104,35 @@ impl Env {
             .stderr(std::process::Stdio::piped())
             .spawn()
             .expect("run consentry");
-        let pid = child.id().to_string();
-        let (ended, watch) = std::sync::mpsc::channel::<()>();
-        let watchdog = std::thread::spawn(move || {
-            let timed_out = watch.recv_timeout(RUN_LIMIT).is_err();
-            if timed_out {
-                let _ = Command::new("kill").args(["-9", &pid]).status();
+        let drain = |mut pipe: Box<dyn Read + Send>| {
+            std::thread::spawn(move || {
+                let mut bytes = Vec::new();
+                let _ = pipe.read_to_end(&mut bytes);
+                String::from_utf8_lossy(&bytes).into_owned()
+            })
+        };
+        let stdout = drain(Box::new(child.stdout.take().unwrap()));
+        let stderr = drain(Box::new(child.stderr.take().unwrap()));
+        // Polled rather than killed by PID from another thread: the child is not reaped until
+        // `try_wait` sees it end, so `kill` can never reach a reused PID.
+        let started = std::time::Instant::now();
+        let mut pause = std::time::Duration::from_micros(200);
+        let status = loop {
+            if let Some(status) = child.try_wait().expect("wait for consentry") {
+                break status;
             }
-            timed_out
-        });
-        let out = child.wait_with_output().expect("wait for consentry");
-        let _ = ended.send(());
-        assert!(
-            !watchdog.join().unwrap(),
-            "consentry {args:?} did not end within {RUN_LIMIT:?}; killed"
-        );
+            if started.elapsed() > RUN_LIMIT {
+                let _ = child.kill();
+                let _ = child.wait();
+                panic!("consentry {args:?} did not end within {RUN_LIMIT:?}; killed");
+            }
+            std::thread::sleep(pause);
+            pause = (pause * 2).min(std::time::Duration::from_millis(5));
+        };
         Output {
-            code: out.status.code().unwrap_or(-1),
-            stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
-            stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
+            code: status.code().unwrap_or(-1),
+            stdout: stdout.join().unwrap(),
+            stderr: stderr.join().unwrap(),
         }
     }
 

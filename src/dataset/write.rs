@@ -47,6 +47,9 @@ pub struct AtomicFile {
     bytes: u64,
     /// Bytes before this offset have had their writeback started.
     flushed: u64,
+    /// The permission bits to set before the rename, when they differ from the temp file's
+    /// (which its owner can always read and write, so that a sweep can lock and remove it).
+    final_mode: Option<u32>,
 }
 
 /// Which file a path named when it was written: its inode number and birth time, which a
@@ -71,6 +74,17 @@ impl FileId {
             ino: meta.ino(),
             born_ns,
         }
+    }
+
+    /// Whether `now` is this file: the same inode, born at the same instant where both
+    /// know when (a journal written before birth times were recorded, a build or file
+    /// system without them, go by the inode alone).
+    pub fn is(&self, now: &FileId) -> bool {
+        self.ino == now.ino
+            && match (self.born_ns, now.born_ns) {
+                (Some(a), Some(b)) => a == b,
+                _ => true,
+            }
     }
 
     /// The file at `path` itself (not a symlink's target); `None` when there is none.
@@ -104,7 +118,7 @@ impl AtomicFile {
                 .prefix(TEMP_PREFIX)
                 .rand_bytes(TEMP_RANDOM)
                 .suffix(".tmp")
-                .permissions(std::fs::Permissions::from_mode(mode & 0o777))
+                .permissions(std::fs::Permissions::from_mode((mode & 0o777) | 0o600))
                 .tempfile_in(dir)?;
             match temp.as_file().try_lock() {
                 Ok(()) => {}
@@ -116,12 +130,16 @@ impl AtomicFile {
             if !same_file(temp.as_file(), temp.path())? {
                 continue;
             }
+            // As created (the umask applied), less the owner bits `mode` lacks.
+            let created = temp.as_file().metadata()?.permissions().mode() & 0o777;
+            let wanted = created & !(0o600 & !mode);
             return Ok(AtomicFile {
                 target: target.to_path_buf(),
                 temp,
                 hasher: Sha256::new(),
                 bytes: 0,
                 flushed: 0,
+                final_mode: (wanted != created).then_some(wanted),
             });
         }
         Err(io::Error::other(
@@ -235,6 +253,11 @@ impl AtomicFile {
 
     fn finish(mut self, replace: Replace) -> io::Result<Written> {
         self.temp.as_file_mut().flush()?;
+        if let Some(mode) = self.final_mode {
+            self.temp
+                .as_file()
+                .set_permissions(std::fs::Permissions::from_mode(mode))?;
+        }
         self.temp.as_file().sync_all()?;
         let sha256 = self.hasher.hex();
         match replace {
@@ -382,12 +405,14 @@ fn remove_orphan(path: &Path) -> io::Result<bool> {
     {
         Ok(f) => f,
         Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(false),
-        Err(e) => return leave(&e),
+        Err(e) if e.kind() == io::ErrorKind::PermissionDenied => return leave(&e),
+        Err(e) => return Err(e),
     };
     match file.try_lock() {
         Ok(()) => {}
         Err(std::fs::TryLockError::WouldBlock) => return Ok(false),
-        Err(std::fs::TryLockError::Error(e)) => return leave(&e),
+        Err(std::fs::TryLockError::Error(e)) if no_locks(&e) => return leave(&e),
+        Err(std::fs::TryLockError::Error(e)) => return Err(e),
     }
     if !same_file(&file, path)? {
         return Ok(false);
@@ -397,6 +422,16 @@ fn remove_orphan(path: &Path) -> io::Result<bool> {
         Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(false),
         Err(e) => Err(e),
     }
+}
+
+/// Whether a lock failed because this file system does not do `flock` (as some NFS setups
+/// refuse it on a file opened read-only, or have no lock daemon).
+fn no_locks(e: &io::Error) -> bool {
+    e.kind() == io::ErrorKind::Unsupported
+        || matches!(
+            e.raw_os_error(),
+            Some(libc::EBADF | libc::ENOLCK | libc::EOPNOTSUPP)
+        )
 }
 
 /// Whether `path` (not following a symlink) names the open `file`.
@@ -609,8 +644,9 @@ mod tests {
         live.commit(Replace::Never).unwrap();
         assert_eq!(std::fs::read_to_string(&target).unwrap(), "rows\n");
 
-        // Once its writer is gone (a kill drops the lock with the process), it is an orphan.
-        let mut dropped = AtomicFile::create(&target, 0o600).unwrap();
+        // Once its writer is gone (a kill drops the lock with the process), it is an orphan,
+        // even one of an output whose owner may not read it.
+        let mut dropped = AtomicFile::create(&target, 0o044).unwrap();
         dropped.write_all(b"more").unwrap();
         let temp = dropped.temp.path().to_path_buf();
         let kept = dropped.temp.into_temp_path().keep().unwrap();
@@ -618,5 +654,45 @@ mod tests {
         assert_eq!(sweep_temp_files(dir.path()).unwrap(), 1);
         assert!(!temp.exists());
         assert_eq!(std::fs::read_to_string(&target).unwrap(), "rows\n");
+    }
+
+    #[test]
+    fn an_output_gets_owner_bits_its_input_lacks_only_at_the_rename() {
+        use std::os::unix::fs::PermissionsExt as _;
+        let dir = tempfile::tempdir().unwrap();
+        let target = dir.path().join("out.jsonl");
+        let mut f = AtomicFile::create(&target, 0o444).unwrap();
+        let temp_mode = f.temp.as_file().metadata().unwrap().permissions().mode();
+        assert_eq!(
+            temp_mode & 0o600,
+            0o600,
+            "a sweep can open and remove the temp file"
+        );
+        f.write_all(b"x").unwrap();
+        f.commit(Replace::Never).unwrap();
+        let mode = std::fs::metadata(&target).unwrap().permissions().mode();
+        assert_eq!(mode & 0o700, 0o400);
+    }
+
+    #[test]
+    fn a_file_is_told_by_inode_and_by_birth_time_where_both_sides_know_it() {
+        let old: FileId = serde_json::from_str(r#"{"dev":1,"ino":2}"#).unwrap();
+        let now = FileId {
+            ino: 2,
+            born_ns: Some(5),
+        };
+        assert!(
+            old.is(&now),
+            "a journal without birth times goes by the inode"
+        );
+        assert!(now.is(&now));
+        assert!(!now.is(&FileId {
+            ino: 2,
+            born_ns: Some(6)
+        }));
+        assert!(!now.is(&FileId {
+            ino: 3,
+            born_ns: Some(5)
+        }));
     }
 }

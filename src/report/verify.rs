@@ -116,9 +116,15 @@ pub fn verify(reports: &[PathBuf], opts: &Options<'_>) -> Verification {
             });
         }
         for anchor in opts.anchors {
+            // A verified chain holding it wins over a failing copy (a backup, say).
+            let holds = |(_, sha, _): &&(PathBuf, Option<String>, bool)| {
+                sha.as_deref() == Some(anchor.as_str())
+            };
             let found = held
                 .iter()
-                .find(|(_, sha, _)| sha.as_deref() == Some(anchor.as_str()));
+                .filter(holds)
+                .find(|(_, _, verified)| *verified)
+                .or_else(|| held.iter().find(holds));
             out.anchors.push(match found {
                 // Held by a chain that verifies: no report up to the anchored one is gone.
                 Some((file, _, verified)) => Finding {

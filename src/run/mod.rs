@@ -5,7 +5,6 @@
 //! fails with exit code 2; after that, a file that fails is recorded and the job goes on,
 //! ending `partial`.
 
-use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
 
 use serde_json::Value;
@@ -192,8 +191,7 @@ fn filter(job: &Job, args: &RunArgs, started: Timestamp, as_of: Timestamp) -> Re
     }
     check_outputs(job, out_root, &found)?;
     if !args.dry_run {
-        let targets = found.files.iter().map(|f| out_root.join(&f.rel));
-        sweep_output_temps(targets, journal.as_ref())?;
+        sweep_output_temps(out_root)?;
     }
     let before_write = |target: &Path, file| match &journal {
         Some(j) => j
@@ -292,8 +290,9 @@ pub(crate) fn finish_signed(
     let bytes = std::fs::read(report).map_err(|e| Error::io("cannot read report", report, e))?;
     let sha = hex::encode(<sha2::Sha256 as sha2::Digest>::digest(&bytes));
     let sequence = crate::report::read_unverified(&bytes)
-        .map(|s| s["predicate"]["chain"]["sequence"].to_string())
-        .unwrap_or_else(|_| "?".into());
+        .ok()
+        .and_then(|s| s["predicate"]["chain"]["sequence"].as_u64())
+        .map_or_else(|| "?".into(), |n| n.to_string());
     let id = journal.signing().unwrap_or_default();
     let path = journal.path().to_path_buf();
     journal
@@ -389,7 +388,7 @@ fn undo_interrupted_outputs(journal: &Journal, out_root: &Path) -> Result<()> {
             .map_err(|e| Error::io("cannot read an interrupted run's output", &target, e))?;
         let ours = match (journal.output_file(&target), now) {
             (_, None) => false,
-            (Some(wrote), Some(now)) => wrote == now,
+            (Some(wrote), Some(now)) => wrote.is(&now),
             // A journal from before output files were recorded: the path is all it has.
             (None, Some(_)) => true,
         };
@@ -415,24 +414,28 @@ fn undo_interrupted_outputs(journal: &Journal, out_root: &Path) -> Result<()> {
     Ok(())
 }
 
-/// Removes the temp files killed runs of this job left beside its outputs: in the directory
-/// of every output this run will write and of every output the journal names. An output's
-/// temp file exists before the journal records it (so that the record names the file), and
-/// a run killed before its first journal save leaves no journal at all, so the journal
-/// alone would miss some. A file another running job is writing is left alone (see
-/// `sweep_temp_files`).
-fn sweep_output_temps(
-    targets: impl Iterator<Item = PathBuf>,
-    journal: Option<&Journal>,
-) -> Result<()> {
-    let recorded = journal.map(Journal::outputs).unwrap_or_default();
-    let dirs: BTreeSet<PathBuf> = targets
-        .chain(recorded)
-        .filter_map(|t| t.parent().map(Path::to_path_buf))
-        .collect();
-    for dir in dirs {
-        dataset::write::sweep_temp_files(&dir)
-            .map_err(|e| Error::io("cannot clean up", &dir, e))?;
+/// Removes the temp files killed runs left below `out_root`. An output's temp file exists
+/// before the journal records it (so that the record names the file), and a run killed
+/// before its first journal save leaves no journal at all; the inputs may have changed
+/// since. So the whole tree is swept, not only where this run's or the journal's outputs
+/// go. A file another running job is writing is left alone (see `sweep_temp_files`), as is
+/// a directory that cannot be read (with a note). Symlinks are not followed.
+fn sweep_output_temps(out_root: &Path) -> Result<()> {
+    for entry in walkdir::WalkDir::new(out_root).follow_links(false) {
+        let entry = match entry {
+            Ok(e) => e,
+            Err(e) => {
+                if e.io_error().map(std::io::Error::kind) != Some(std::io::ErrorKind::NotFound) {
+                    let path = e.path().unwrap_or(out_root).display().to_string();
+                    eprintln!("consentry: note: {path}: not swept for temporary files ({e})");
+                }
+                continue;
+            }
+        };
+        if entry.file_type().is_dir() {
+            dataset::write::sweep_temp_files(entry.path())
+                .map_err(|e| Error::io("cannot clean up", entry.path(), e))?;
+        }
     }
     Ok(())
 }

@@ -720,12 +720,9 @@ pub(crate) fn finish(
 mod tests {
     use super::*;
 
-    /// The outputs an interrupted filter run journaled are removed on its re-run, but never
-    /// through a directory that has since become a symlink (here, into an "input").
-    #[test]
-    fn an_interrupted_runs_outputs_are_not_removed_through_a_symlink() {
+    /// A filter job's journal in a fresh directory (reports in `reports/`).
+    fn filter_journal() -> (tempfile::TempDir, Journal) {
         let dir = tempfile::tempdir().unwrap();
-        let out_root = dir.path().join("out");
         let identity = journal::Identity {
             job: "f".into(),
             spec_sha256: "spec".into(),
@@ -734,6 +731,15 @@ mod tests {
         };
         let path = Journal::path_for(&dir.path().join("reports"), "f");
         let j = Journal::open(path, identity, false, true).unwrap_or_else(|_| panic!());
+        (dir, j)
+    }
+
+    /// The outputs an interrupted filter run journaled are removed on its re-run, but never
+    /// through a directory that has since become a symlink (here, into an "input").
+    #[test]
+    fn an_interrupted_runs_outputs_are_not_removed_through_a_symlink() {
+        let (dir, j) = filter_journal();
+        let out_root = dir.path().join("out");
         let kept = out_root.join("a.jsonl");
         let linked = out_root.join("sub/b.jsonl");
         std::fs::create_dir_all(&out_root).unwrap();
@@ -766,16 +772,8 @@ mod tests {
     /// since, or never renamed into place by that run) is left as it is.
     #[test]
     fn an_interrupted_runs_output_replaced_since_is_not_removed() {
-        let dir = tempfile::tempdir().unwrap();
+        let (dir, j) = filter_journal();
         let out_root = dir.path().join("out");
-        let identity = journal::Identity {
-            job: "f".into(),
-            spec_sha256: "spec".into(),
-            subjects: String::new(),
-            snapshot_sha256: None,
-        };
-        let path = Journal::path_for(&dir.path().join("reports"), "f");
-        let j = Journal::open(path, identity, false, true).unwrap_or_else(|_| panic!());
         std::fs::create_dir_all(&out_root).unwrap();
         let (ours, theirs) = (out_root.join("a.jsonl"), out_root.join("b.jsonl"));
         std::fs::write(&ours, "half").unwrap();

@@ -159,23 +159,11 @@ fn temps(root: &Path) -> Vec<PathBuf> {
         .collect()
 }
 
-fn reports(env: &Env) -> Vec<PathBuf> {
-    let mut files: Vec<PathBuf> = match std::fs::read_dir(env.path("reports")) {
-        Ok(d) => d
-            .map(|e| e.unwrap().path())
-            .filter(|p| p.to_string_lossy().ends_with(".dsse.json"))
-            .collect(),
-        Err(_) => Vec::new(),
-    };
-    files.sort();
-    files
-}
-
 /// A report file and its decoded statement, as text, for searching.
 fn report_texts(env: &Env) -> Vec<String> {
     use base64::Engine as _;
     let mut out = Vec::new();
-    for r in reports(env) {
+    for r in env.reports() {
         let bytes = std::fs::read(&r).unwrap();
         let envelope: Value = serde_json::from_slice(&bytes).unwrap();
         let payload = base64::engine::general_purpose::STANDARD
@@ -1266,7 +1254,7 @@ fn running_the_same_job_twice_changes_nothing_the_second_time() {
     let caches = tree(&env.path("cache"), false);
 
     run_erase(&env, &[]).expect(0);
-    assert_eq!(reports(&env).len(), 2, "each run signs its report");
+    assert_eq!(env.reports().len(), 2, "each run signs its report");
     assert_eq!(tree(&env.path("data"), false), data, "no file rewritten");
     assert_eq!(tree(&env.path("cache"), false), caches);
     let statement = env.last_statement();
@@ -1421,7 +1409,7 @@ fn dry_run_prints_the_plan_and_changes_nothing() {
     let p = &env.last_statement()["predicate"];
     assert_eq!(p["erase"]["rows_removed"], 10);
     assert_eq!(p["erase"]["files_rewritten"], 6);
-    assert_eq!(reports(&env).len(), 1);
+    assert_eq!(env.reports().len(), 1);
 }
 
 #[test]
@@ -1470,7 +1458,7 @@ fn reports_and_output_name_subjects_only_by_pseudonym() {
         outputs.push(out.stdout);
         outputs.push(out.stderr);
     }
-    let r = reports(&env);
+    let r = env.reports();
     assert_eq!(r.len(), 2);
     for report in &r {
         let out = env.run(&["report", "show", path_str(report)]);
@@ -1577,12 +1565,12 @@ fn a_journal_left_by_a_killed_run_refuses_a_changed_subject_list_until_discarded
         "refused: nothing changed"
     );
     assert_eq!(env.read_string(JOURNAL), journal, "the journal is kept");
-    assert!(reports(&env).is_empty());
+    assert!(env.reports().is_empty());
 
     let out = run_erase(&env, &["--discard-journal"]).expect(0);
     assert!(out.stdout.contains("complete"), "{}", out.stdout);
     assert!(!env.path(JOURNAL).exists());
-    assert_eq!(reports(&env).len(), 1);
+    assert_eq!(env.reports().len(), 1);
     for f in ["data/a.jsonl", "data/b.jsonl", "data/c.jsonl"] {
         assert_eq!(env.read(f), b"", "{f}: alice and bob are both gone");
     }
@@ -1680,7 +1668,7 @@ fn a_journal_left_by_a_killed_run_refuses_a_changed_snapshot_or_spec() {
     let out = run_erase(&env, &[]).expect(2);
     assert!(out.stderr.contains("spec"), "{}", out.stderr);
     assert_eq!(tree(&env.path("data"), true), data);
-    assert!(reports(&env).is_empty());
+    assert!(env.reports().is_empty());
 
     // Back to what the interrupted run used: it resumes and finishes.
     erase_job(&env, spec);
@@ -2445,7 +2433,7 @@ fn run_and_kill(env: &Env, kill: &Kill, reports_before: usize) -> bool {
                 }
                 Err(_) => false,
             },
-            Kill::ReportAppears => reports(env).len() > reports_before,
+            Kill::ReportAppears => env.reports().len() > reports_before,
         };
         if fire {
             child.kill().unwrap();
@@ -2480,7 +2468,7 @@ fn a_job_killed_at_any_point_and_run_again_finishes_with_one_report() {
     let full = start.elapsed();
     corpus.check(&env, "uninterrupted run");
     corpus.check_report(&env, "uninterrupted run");
-    assert_eq!(reports(&env).len(), 1);
+    assert_eq!(env.reports().len(), 1);
 
     let mut kills: Vec<(String, Kill)> = [0.0, 0.2, 0.4, 0.6, 0.8]
         .iter()
@@ -2498,7 +2486,7 @@ fn a_job_killed_at_any_point_and_run_again_finishes_with_one_report() {
     let mut interrupted_with_journal = 0;
     for (when, kill) in &kills {
         corpus.restore(&env);
-        let before = reports(&env).len();
+        let before = env.reports().len();
         let killed = run_and_kill(&env, kill, before);
         let journal = env.path(JOURNAL).exists();
         let mut journaled = 0;
@@ -2516,15 +2504,15 @@ fn a_job_killed_at_any_point_and_run_again_finishes_with_one_report() {
             .iter()
             .sum::<usize>();
         let mut resumed = "";
-        if killed && !journal && reports(&env).len() > before {
+        if killed && !journal && env.reports().len() > before {
             // Killed after the report was signed and the journal removed: the job had
             // finished, only its exit status was lost. Running it again is a second run.
             eprintln!("{when} (full run {full:?}): killed after the job had finished");
-            assert_eq!(reports(&env).len(), before + 1, "{when}");
+            assert_eq!(env.reports().len(), before + 1, "{when}");
             corpus.check(&env, when);
             corpus.check_report(&env, when);
             run_erase(&env, &[]).expect(0);
-            assert_eq!(reports(&env).len(), before + 2, "{when}");
+            assert_eq!(env.reports().len(), before + 2, "{when}");
             let p = &env.last_statement()["predicate"];
             assert_eq!(p["erase"]["rows_removed"], 0, "{when}");
             assert_eq!(p["erase"]["files_rewritten"], 0, "{when}");
@@ -2535,7 +2523,7 @@ fn a_job_killed_at_any_point_and_run_again_finishes_with_one_report() {
             let out = run_erase(&env, &[]).expect(0);
             if journal && out.stdout.contains("already signed") {
                 resumed = ", report already signed";
-                let newest = reports(&env).pop().unwrap();
+                let newest = env.reports().pop().unwrap();
                 assert!(
                     out.stdout
                         .contains(&format!("sha256 {}", sha(&std::fs::read(newest).unwrap()))),
@@ -2554,7 +2542,7 @@ fn a_job_killed_at_any_point_and_run_again_finishes_with_one_report() {
              {left} temporary files left{resumed}"
         );
         assert_eq!(
-            reports(&env).len(),
+            env.reports().len(),
             before + 1,
             "{when}: exactly one report for the killed run and its re-run"
         );
@@ -2567,16 +2555,16 @@ fn a_job_killed_at_any_point_and_run_again_finishes_with_one_report() {
     );
 
     let mut args = vec!["verify".to_string(), "--chain".to_string()];
-    args.extend(reports(&env).iter().map(|r| path_str(r).to_string()));
+    args.extend(env.reports().iter().map(|r| path_str(r).to_string()));
     let args: Vec<&str> = args.iter().map(String::as_str).collect();
     env.run(&args).expect(0);
 
     // Once more after completion: one more report, nothing rewritten.
     let data = tree(&env.path("data"), false);
     let caches = tree(&env.path("cache"), false);
-    let before = reports(&env).len();
+    let before = env.reports().len();
     run_erase(&env, &[]).expect(0);
-    assert_eq!(reports(&env).len(), before + 1);
+    assert_eq!(env.reports().len(), before + 1);
     assert_eq!(tree(&env.path("data"), false), data);
     assert_eq!(tree(&env.path("cache"), false), caches);
     let p = &env.last_statement()["predicate"];
@@ -2665,7 +2653,7 @@ fn verify_says_when_the_key_was_not_pinned() {
     env.write("erase.txt", "bob\n");
     erase_job(&env, &erase_section(""));
     run_erase(&env, &[]).expect(0);
-    let report = reports(&env).pop().unwrap();
+    let report = env.reports().pop().unwrap();
     let out = env.run(&["verify", path_str(&report)]).expect(0);
     assert!(out.stdout.contains("pass --pubkey"), "{}", out.stdout);
     let pinned = env

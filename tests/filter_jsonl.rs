@@ -1386,11 +1386,7 @@ fn a_rerun_after_a_kill_between_signing_and_journal_removal_names_the_signed_rep
     );
     run(&env, &[]).expect(0);
     let p = env.last_statement()["predicate"].clone();
-    let report: Vec<_> = std::fs::read_dir(env.path("reports"))
-        .unwrap()
-        .map(|e| e.unwrap().path())
-        .filter(|p| p.to_string_lossy().ends_with(".dsse.json"))
-        .collect();
+    let report = env.reports();
     assert_eq!(report.len(), 1);
     use sha2::Digest as _;
     let sha = hex::encode(sha2::Sha256::digest(std::fs::read(&report[0]).unwrap()));
@@ -1508,12 +1504,7 @@ fn a_filter_job_killed_part_way_finishes_when_run_again() {
         assert!(leftovers.is_empty(), "left behind: {leftovers:?}");
     };
     check(&env);
-    let reports = |env: &Env| {
-        walk_files(&env.path("reports"))
-            .iter()
-            .filter(|p| p.to_string_lossy().ends_with(".dsse.json"))
-            .count()
-    };
+    let reports = |env: &Env| env.reports().len();
     for fraction in [0.05, 0.25, 0.5, 0.75, 0.95] {
         std::fs::remove_dir_all(env.path("out")).unwrap();
         let before = reports(&env);

@@ -29,13 +29,7 @@ fn env_with_reports(runs: usize) -> (Env, Vec<std::path::PathBuf>) {
         let _ = std::fs::remove_dir_all(env.path("out"));
         env.run(&["run", "job.toml", "--no-progress"]).expect(0);
     }
-    let mut reports: Vec<_> = std::fs::read_dir(env.path("reports"))
-        .into_iter()
-        .flatten()
-        .map(|e| e.unwrap().path())
-        .filter(|p| p.to_string_lossy().ends_with(".dsse.json"))
-        .collect();
-    reports.sort();
+    let reports = env.reports();
     (env, reports)
 }
 

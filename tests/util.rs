@@ -151,14 +151,21 @@ impl Env {
         )
     }
 
-    /// The decoded in-toto statement of the newest report in `reports/`.
-    pub fn last_statement(&self) -> serde_json::Value {
-        let mut files: Vec<_> = std::fs::read_dir(self.path("reports"))
-            .unwrap()
+    /// The signed reports in `reports/`, oldest first (their names start with the sequence).
+    pub fn reports(&self) -> Vec<PathBuf> {
+        let mut files: Vec<PathBuf> = std::fs::read_dir(self.path("reports"))
+            .into_iter()
+            .flatten()
             .map(|e| e.unwrap().path())
             .filter(|p| p.to_string_lossy().ends_with(".dsse.json"))
             .collect();
         files.sort();
+        files
+    }
+
+    /// The decoded in-toto statement of the newest report in `reports/`.
+    pub fn last_statement(&self) -> serde_json::Value {
+        let files = self.reports();
         let env: serde_json::Value =
             serde_json::from_slice(&std::fs::read(files.last().unwrap()).unwrap()).unwrap();
         use base64::Engine as _;

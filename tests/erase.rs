@@ -690,6 +690,200 @@ fn parquet_row_groups_left_empty_are_dropped_and_a_fully_erased_file_keeps_its_s
     assert_eq!(p["erase"]["verification"]["residual_rows"], 0);
 }
 
+/// A file as ML teams keep text: no dictionaries (or one that overflowed), so every string
+/// column, the subject's included, is stored PLAIN; the subject is null in some rows. Each
+/// row's text names its doc, so its bytes can be looked for.
+fn plain_text_parquet(users: &[Option<&str>], props: WriterProperties) -> Vec<u8> {
+    let docs: Vec<String> = (0..users.len()).map(|i| format!("d{i}")).collect();
+    let users: Vec<Option<String>> = users.iter().map(|u| u.map(String::from)).collect();
+    parquet_with("user_id", &docs, &users, props)
+}
+
+#[test]
+fn plain_text_columns_lose_the_erased_rows_page_by_page_and_keep_everything_else() {
+    let env = Env::new();
+    env.write("erase.txt", "bob\n");
+    let users: Vec<Option<&str>> = (0..3000)
+        .map(|i| match i % 7 {
+            0 => None,
+            1 | 4 => Some("bob"),
+            2 => Some("alice"),
+            _ => Some("carol"),
+        })
+        .collect();
+    let mut originals = BTreeMap::new();
+    for (name, compression, dictionary) in [
+        ("plain", parquet::basic::Compression::UNCOMPRESSED, false),
+        (
+            "zstd",
+            parquet::basic::Compression::ZSTD(Default::default()),
+            false,
+        ),
+        ("snappy", parquet::basic::Compression::SNAPPY, true),
+    ] {
+        let props = WriterProperties::builder()
+            .set_compression(compression)
+            .set_dictionary_enabled(dictionary)
+            // Dictionaries overflow into PLAIN pages; pages of 100 rows, groups of 1000.
+            .set_dictionary_page_size_limit(200)
+            .set_data_page_row_count_limit(100)
+            .set_write_batch_size(100)
+            .set_max_row_group_row_count(Some(1000))
+            .build();
+        let bytes = plain_text_parquet(&users, props);
+        env.write(&format!("data/{name}.parquet"), &bytes);
+        originals.insert(name, env.write(&format!("orig/{name}.parquet"), &bytes));
+    }
+    erase_job(&env, &erase_section(""));
+
+    run_erase(&env, &[]).expect(0);
+    let kept: Vec<String> = (0..3000)
+        .filter(|i| i % 7 != 1 && i % 7 != 4)
+        .map(|i| format!("d{i}"))
+        .collect();
+    for (name, orig) in &originals {
+        let now = env.path(&format!("data/{name}.parquet"));
+        let (before, after) = (read_all(orig), read_all(&now));
+        assert_eq!(after.schema(), before.schema(), "{name}");
+        assert_eq!(
+            docs_of(&after),
+            kept,
+            "{name}: exactly bob's rows go, in order"
+        );
+        assert_eq!(
+            text_column(&after, "user_id"),
+            text_column(&before, "user_id")
+                .into_iter()
+                .filter(|u| u.as_deref() != Some("bob"))
+                .collect::<Vec<_>>(),
+            "{name}: subjects and nulls of the kept rows"
+        );
+        assert!(
+            text_column(&after, "text")
+                .iter()
+                .zip(&kept)
+                .all(|(t, d)| t.as_deref() == Some(format!("text of {d} lorem ipsum").as_str())),
+            "{name}: every kept row's text is its own"
+        );
+        let m = metadata(&now);
+        for rg in m.row_groups() {
+            let stats = rg.column(1).statistics().expect("statistics are written");
+            assert_eq!(stats.min_bytes_opt(), Some(b"alice".as_slice()), "{name}");
+            assert_eq!(stats.max_bytes_opt(), Some(b"carol".as_slice()), "{name}");
+            assert_eq!(
+                stats.null_count_opt(),
+                Some(143),
+                "{name}: 1000 rows, every 7th null"
+            );
+        }
+        let p = env.last_statement();
+        assert_eq!(
+            erased_rows(&p["predicate"], &format!("data/{name}.parquet")),
+            857
+        );
+    }
+    // Uncompressed, the file's bytes can be searched: neither bob nor the text of one of
+    // his rows is anywhere, not in a page, a statistic or the page index.
+    let bytes = env.read("data/plain.parquet");
+    for gone in ["bob", "text of d1 ", "text of d2997 "] {
+        assert!(
+            !bytes.windows(gone.len()).any(|w| w == gone.as_bytes()),
+            "{gone:?} survives in the rewritten file"
+        );
+    }
+    assert!(bytes.windows(11).any(|w| w == b"text of d0 "));
+    let p = &env.last_statement()["predicate"];
+    assert_eq!(p["erase"]["verification"]["passed"], true);
+    assert_eq!(p["status"], "complete");
+}
+
+/// Damage inside the pages of PLAIN text columns, which are rewritten without Arrow: each
+/// file fails alone and unchanged, or reads and is swept; nothing panics.
+#[test]
+fn plain_text_pages_with_random_damage_fail_alone_unchanged_or_are_swept() {
+    let env = Env::new();
+    let mut rng = Rng(0x0da3_a6e5_9a6e);
+    env.write("erase.txt", "bob\n");
+    let users: Vec<Option<&str>> = (0..400)
+        .map(|i| [None, Some("bob"), Some("alice")][i % 3])
+        .collect();
+    let mut originals = BTreeMap::new();
+    for (name, compression) in [
+        ("plain", parquet::basic::Compression::UNCOMPRESSED),
+        (
+            "zstd",
+            parquet::basic::Compression::ZSTD(Default::default()),
+        ),
+        ("snappy", parquet::basic::Compression::SNAPPY),
+    ] {
+        let props = WriterProperties::builder()
+            .set_compression(compression)
+            .set_dictionary_enabled(false)
+            .set_data_page_row_count_limit(50)
+            .set_write_batch_size(50)
+            .set_max_row_group_row_count(Some(200))
+            .build();
+        let good = plain_text_parquet(&users, props);
+        let n = good.len();
+        let footer = n - 8 - u32::from_le_bytes(good[n - 8..n - 4].try_into().unwrap()) as usize;
+        for v in 0..40 {
+            let mut bytes = good.clone();
+            for _ in 0..rng.pick(&[1, 1, 2, 8]) {
+                let at = 4 + rng.below(footer - 4);
+                bytes[at] = match rng.below(3) {
+                    0 => bytes[at] ^ (1 << rng.below(8)),
+                    1 => rng.pick(&[0, 0x7f, 0x80, 0xff]),
+                    _ => rng.next() as u8,
+                };
+            }
+            let path = format!("data/{name}-{v:02}.parquet");
+            env.write(&path, &bytes);
+            originals.insert(path, bytes);
+        }
+    }
+    erase_job(&env, &erase_section(""));
+    let out = run_erase(&env, &[]);
+    assert!(
+        !out.stderr.contains("panicked") && !out.stderr.contains("internal error"),
+        "{}",
+        out.stderr
+    );
+
+    let p = &env.last_statement()["predicate"];
+    let (mut failed, mut rewritten) = (0, 0);
+    for (path, bytes) in &originals {
+        let i = input(p, path);
+        let now = env.read(path);
+        match (i["status"].as_str().unwrap(), i["output"].is_null()) {
+            ("failed", _) => {
+                failed += 1;
+                assert!(!i["error"].as_str().unwrap().is_empty(), "{path}: {i}");
+                assert_eq!(&now, bytes, "{path}: a failed file is left as it was");
+            }
+            ("ok", true) => assert_eq!(&now, bytes, "{path}: untouched"),
+            ("ok", false) => {
+                rewritten += 1;
+                assert_eq!(i["output"]["sha256"], sha(&now), "{path}");
+            }
+            (status, _) => panic!("{path}: status {status}"),
+        }
+    }
+    assert!(
+        failed > 10 && rewritten > 10,
+        "the damage must be both caught and harmless: {failed} failed, {rewritten} rewritten"
+    );
+    assert_eq!(p["erase"]["verification"]["passed"], true);
+    let names: BTreeSet<String> = walk(&env.path("data"))
+        .iter()
+        .map(|f| format!("data/{}", f.file_name().unwrap().to_string_lossy()))
+        .collect();
+    assert_eq!(
+        names,
+        originals.keys().cloned().collect(),
+        "no temporary file is left"
+    );
+}
+
 // ---------------------------------------------------------------------------------------
 // Embedding caches
 

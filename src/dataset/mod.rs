@@ -7,6 +7,7 @@
 
 pub mod digest;
 pub mod jsonl;
+pub mod pages;
 pub mod parquet;
 pub mod scan;
 pub mod write;

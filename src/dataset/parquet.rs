@@ -3,12 +3,13 @@
 //! A `ParquetInput` reads the footer once, then decodes only the subject column of a row
 //! group to decide its rows. A `ParquetOutput` writes a file with the input's Parquet schema,
 //! key-value metadata (including the embedded Arrow schema) and per-column codecs. A row group
-//! whose rows are all kept is spliced in as its encoded column chunks, not decoded; one that
-//! loses rows is decoded, filtered and re-encoded, so its statistics, page index and bloom
-//! filters describe only the rows that remain.
+//! whose rows are all kept is spliced in as its encoded column chunks, not decoded; in one
+//! that loses rows, flat text and binary columns written without a dictionary are rewritten
+//! page by page (`pages`) and the other columns decoded, filtered and re-encoded through
+//! Arrow, so that statistics, page index and bloom filters describe only the rows that remain.
 
 use std::fs::File;
-use std::io::Write;
+use std::io::{Read, Seek, Write};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
@@ -32,6 +33,7 @@ use parquet::file::properties::{EnabledStatistics, WriterProperties};
 use parquet::file::writer::SerializedFileWriter;
 use parquet::schema::types::ColumnPath;
 
+use super::pages;
 use super::scan::SubjectPath;
 
 /// What one row's subject cell holds.
@@ -164,19 +166,17 @@ impl ParquetInput {
         Ok(())
     }
 
-    /// Decodes the rows of row group `rg` that `keep` marks and encodes them as the column
-    /// chunks of one output row group, 8K rows at a time whatever the mask.
-    ///
-    /// When the dropped rows are few and in runs (an erasure), the reader skips them as it
-    /// decodes, so they are never copied; it then reads without the page index, whose row
-    /// counts would otherwise decide which pages to skip unchecked. When they are scattered
-    /// (a filter), every row is decoded and the batch filtered.
+    /// Encodes the rows of row group `rg` that `keep` marks as the column chunks of one
+    /// output row group. Flat byte-array columns written without a dictionary (long text,
+    /// mostly) are rewritten page by page (`pages`); the other columns are decoded through
+    /// Arrow and encoded again. A chunk the page rewrite turns out not to take sends the
+    /// whole row group through Arrow.
     pub fn filtered<W: Write + Send>(
         &self,
         rg: usize,
         keep: &[bool],
         out: &ParquetOutput<W>,
-    ) -> Result<Vec<ArrowColumnChunk>, String> {
+    ) -> Result<Vec<Encoded>, String> {
         let err = |e: &dyn std::fmt::Display| format!("row group {rg}: {e}");
         if keep.len() as u64 != self.rows(rg) {
             return Err(format!(
@@ -185,11 +185,127 @@ impl ParquetInput {
                 self.rows(rg)
             ));
         }
+        let group = self.metadata().row_group(rg);
+        let by_pages: Vec<bool> = group
+            .columns()
+            .iter()
+            .map(|chunk| pages::takes(chunk.column_descr(), chunk, &out.props))
+            .collect();
+        if by_pages.iter().any(|&p| p) {
+            match self.rewrite_pages(rg, keep, &by_pages, &out.props) {
+                Ok(rewritten) => {
+                    let mut arrow = self.through_arrow(rg, keep, &by_pages, out)?.into_iter();
+                    let mut rewritten = rewritten.into_iter();
+                    return by_pages
+                        .iter()
+                        .map(|&p| match p {
+                            true => rewritten.next().map(Encoded::Pages),
+                            false => arrow.next().map(Encoded::Arrow),
+                        })
+                        .collect::<Option<Vec<_>>>()
+                        .ok_or_else(|| err(&"fewer column chunks than columns"));
+                }
+                Err(pages::Failed::Unsupported(_)) => {}
+                Err(pages::Failed::Corrupt(e)) => return Err(err(&e)),
+            }
+        }
+        let none = vec![false; by_pages.len()];
+        Ok(self
+            .through_arrow(rg, keep, &none, out)?
+            .into_iter()
+            .map(Encoded::Arrow)
+            .collect())
+    }
+
+    /// Rewrites the chunks `by_pages` marks, in column order.
+    fn rewrite_pages(
+        &self,
+        rg: usize,
+        keep: &[bool],
+        by_pages: &[bool],
+        props: &WriterProperties,
+    ) -> Result<Vec<pages::Rewritten>, pages::Failed> {
+        let file = self.open_file().map_err(pages::Failed::Corrupt)?;
+        let size = file
+            .metadata()
+            .map_err(|e| pages::Failed::Corrupt(format!("cannot read: {e}")))?
+            .len();
+        let group = self.metadata().row_group(rg);
+        group
+            .columns()
+            .iter()
+            .zip(by_pages)
+            .filter(|(_, &p)| p)
+            .map(|(chunk, _)| {
+                // The footer's byte range is untrusted: it must lie inside the file before it
+                // sizes a read.
+                let (start, len) = chunk.byte_range();
+                let bad = || {
+                    pages::Failed::Corrupt(format!(
+                        "column {} lies outside the file",
+                        chunk.column_path()
+                    ))
+                };
+                let end = start
+                    .checked_add(len)
+                    .filter(|&e| e <= size)
+                    .ok_or_else(bad)?;
+                let len = usize::try_from(end - start).map_err(|_| bad())?;
+                let mut data = Vec::with_capacity(len);
+                let read = (&file)
+                    .seek(std::io::SeekFrom::Start(start))
+                    .and_then(|_| (&file).take(len as u64).read_to_end(&mut data));
+                match read {
+                    Ok(n) if n == len => {
+                        pages::rewrite(bytes::Bytes::from(data), chunk, keep, props)
+                    }
+                    Ok(_) => Err(pages::Failed::Corrupt(
+                        "the file shrank while being read".into(),
+                    )),
+                    Err(e) => Err(pages::Failed::Corrupt(format!("cannot read: {e}"))),
+                }
+            })
+            .collect()
+    }
+
+    /// Decodes the rows `keep` marks of the columns `skip` does not mark and encodes them,
+    /// 8K rows at a time whatever the mask; returns their chunks in column order.
+    ///
+    /// When the dropped rows are few and in runs (an erasure), the reader skips them as it
+    /// decodes, so they are never copied; it then reads without the page index, whose row
+    /// counts would otherwise decide which pages to skip unchecked. When they are scattered
+    /// (a filter), every row is decoded and the batch filtered.
+    fn through_arrow<W: Write + Send>(
+        &self,
+        rg: usize,
+        keep: &[bool],
+        skip: &[bool],
+        out: &ParquetOutput<W>,
+    ) -> Result<Vec<ArrowColumnChunk>, String> {
+        let err = |e: &dyn std::fmt::Display| format!("row group {rg}: {e}");
+        let descr = self.metadata().file_metadata().schema_descr();
+        // Columns rewritten by pages are top-level fields of their own; every other
+        // top-level field is read whole.
+        let roots: Vec<usize> = (0..self.meta.schema().fields().len())
+            .filter(|&r| !(0..skip.len()).any(|c| skip[c] && descr.get_column_root_idx(c) == r))
+            .collect();
+        let mut writers: Vec<_> = out
+            .factory
+            .create_column_writers(rg)
+            .map_err(|e| err(&e))?
+            .into_iter()
+            .zip(skip)
+            .filter(|(_, &s)| !s)
+            .map(|(w, _)| w)
+            .collect();
+        if roots.is_empty() {
+            return Ok(Vec::new());
+        }
         let mask = BooleanArray::from(keep.to_vec());
         let selection = RowSelection::from_filters(std::slice::from_ref(&mask));
         let wanted = selection.row_count();
-        let skip = keep.len() / selection.iter().count().max(1) >= MIN_SKIPPED_RUN;
-        let builder = match skip {
+        let skip_rows = keep.len() / selection.iter().count().max(1) >= MIN_SKIPPED_RUN;
+        let builder = match skip_rows {
             true => ParquetRecordBatchReaderBuilder::new_with_metadata(
                 self.open_file()?,
                 self.for_rewrite(self.unindexed())?,
@@ -201,17 +317,19 @@ impl ParquetInput {
                 self.for_rewrite(self.metadata().clone())?,
             ),
         };
+        let projection = ProjectionMask::roots(builder.parquet_schema(), roots.iter().copied());
         let reader = builder
+            .with_projection(projection)
             .with_row_groups(vec![rg])
             .with_batch_size(8 * 1024)
             .build()
             .map_err(|e| err(&e))?;
-        let mut writers = out.factory.create_column_writers(rg).map_err(|e| err(&e))?;
         let schema = self.meta.schema();
+        let fields: Vec<_> = roots.iter().map(|&r| schema.field(r)).collect();
         let (mut read, mut written) = (0, 0);
         for batch in reader {
             let batch = batch.map_err(|e| err(&e))?;
-            let batch = match skip {
+            let batch = match skip_rows {
                 true => batch,
                 false => {
                     let n = batch.num_rows();
@@ -225,7 +343,7 @@ impl ParquetInput {
             };
             written += batch.num_rows();
             let mut next = writers.iter_mut();
-            for (field, column) in schema.fields().iter().zip(batch.columns()) {
+            for (field, column) in fields.iter().zip(batch.columns()) {
                 for leaf in compute_leaves(field, column).map_err(|e| err(&e))? {
                     let writer = next
                         .next()
@@ -234,7 +352,7 @@ impl ParquetInput {
                 }
             }
         }
-        if written != wanted || (!skip && read != keep.len()) {
+        if written != wanted || (!skip_rows && read != keep.len()) {
             return Err(err(&format!(
                 "read {written} rows where {wanted} were kept"
             )));
@@ -340,17 +458,35 @@ fn keeps_dictionary(meta: &ParquetMetaData, c: usize) -> bool {
         && !meta.row_groups().iter().all(|rg| fell_back(rg.column(c)))
 }
 
+/// One column chunk of a rewritten row group.
+pub enum Encoded {
+    /// Decoded and encoded again through Arrow.
+    Arrow(ArrowColumnChunk),
+    /// Rewritten page by page.
+    Pages(pages::Rewritten),
+}
+
 /// A Parquet file being written with an input's schema, metadata and codecs.
 pub struct ParquetOutput<W: Write + Send = crate::dataset::write::AtomicFile> {
     writer: SerializedFileWriter<W>,
     factory: ArrowRowGroupWriterFactory,
+    props: Arc<WriterProperties>,
 }
 
 impl<W: Write + Send> ParquetOutput<W> {
     pub fn create(input: &ParquetInput, sink: W) -> Result<ParquetOutput<W>, String> {
+        Self::create_with(input, sink, WriterProperties::builder())
+    }
+
+    /// `create`, starting from `props` (tests use smaller pages).
+    fn create_with(
+        input: &ParquetInput,
+        sink: W,
+        props: parquet::file::properties::WriterPropertiesBuilder,
+    ) -> Result<ParquetOutput<W>, String> {
         let meta = input.metadata();
         let schema = meta.file_metadata().schema_descr();
-        let mut props = WriterProperties::builder()
+        let mut props = props
             .set_key_value_metadata(meta.file_metadata().key_value_metadata().cloned())
             .set_statistics_enabled(EnabledStatistics::Page);
         if meta.num_row_groups() > 0 {
@@ -365,11 +501,15 @@ impl<W: Write + Send> ParquetOutput<W> {
                 }
             }
         }
-        let writer =
-            SerializedFileWriter::new(sink, schema.root_schema_ptr(), Arc::new(props.build()))
-                .map_err(|e| format!("cannot start output: {e}"))?;
+        let props = Arc::new(props.build());
+        let writer = SerializedFileWriter::new(sink, schema.root_schema_ptr(), props.clone())
+            .map_err(|e| format!("cannot start output: {e}"))?;
         let factory = ArrowRowGroupWriterFactory::new(&writer, input.meta.schema().clone());
-        Ok(ParquetOutput { writer, factory })
+        Ok(ParquetOutput {
+            writer,
+            factory,
+            props,
+        })
     }
 
     /// Splices row group `rg` of `input` in unchanged: its encoded column chunks are copied,
@@ -400,15 +540,17 @@ impl<W: Write + Send> ParquetOutput<W> {
     }
 
     /// Appends one row group from chunks made by `ParquetInput::filtered`.
-    pub fn append(&mut self, rg: usize, chunks: Vec<ArrowColumnChunk>) -> Result<(), String> {
+    pub fn append(&mut self, rg: usize, chunks: Vec<Encoded>) -> Result<(), String> {
         let mut out = self
             .writer
             .next_row_group()
             .map_err(|e| format!("row group {rg}: {e}"))?;
         for chunk in chunks {
-            chunk
-                .append_to_row_group(&mut out)
-                .map_err(|e| format!("row group {rg}: {e}"))?;
+            match chunk {
+                Encoded::Arrow(chunk) => chunk.append_to_row_group(&mut out),
+                Encoded::Pages(r) => out.append_column(&r.data, r.close),
+            }
+            .map_err(|e| format!("row group {rg}: {e}"))?;
         }
         out.close().map_err(|e| format!("row group {rg}: {e}"))?;
         Ok(())
@@ -419,5 +561,328 @@ impl<W: Write + Send> ParquetOutput<W> {
         self.writer
             .into_inner()
             .map_err(|e| format!("cannot finish output: {e}"))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use arrow::array::{ArrayRef, BinaryArray, LargeStringArray, RecordBatch};
+    use parquet::arrow::ArrowWriter;
+    use parquet::basic::{BoundaryOrder, Compression, GzipLevel, ZstdLevel};
+    use parquet::file::metadata::ParquetMetaDataReader;
+    use parquet::file::page_index::column_index::ColumnIndexMetaData;
+    use parquet::file::properties::WriterVersion;
+
+    use crate::testing::Rng;
+
+    /// Text of every kind the page rewrite meets: none, empty, short, longer than the
+    /// 64 bytes statistics keep, and with multi-byte characters around that cut.
+    fn text(rng: &mut Rng) -> Option<String> {
+        let long = |rng: &mut Rng, unit: &str| unit.repeat(rng.below(40) + 20);
+        match rng.below(8) {
+            0 => None,
+            1 => Some(String::new()),
+            2 => Some(format!("t{}", rng.below(1000))),
+            3 => Some(long(rng, "é")),
+            4 => Some(format!("{}{}", "a".repeat(62), long(rng, "\u{10FFFF}"))),
+            5 => Some(format!("{}ÿ", "z".repeat(63 + rng.below(3)))),
+            _ => Some(format!("{} {}", rng.below(100), long(rng, "word "))),
+        }
+    }
+
+    /// A file of `rows` rows: a small `user_id`, nullable text, required text, large text
+    /// and binary that is no UTF-8, written as `props` says.
+    fn file(rng: &mut Rng, rows: usize, props: WriterProperties) -> Vec<u8> {
+        let mut texts: Vec<Option<String>> = (0..rows).map(|_| text(rng)).collect();
+        // Sorted columns, whose page index says so.
+        match rng.below(4) {
+            0 => texts.sort(),
+            1 => texts.sort_by(|a, b| b.cmp(a)),
+            _ => {}
+        }
+        let required: Vec<String> = texts
+            .iter()
+            .map(|t| t.clone().unwrap_or_default())
+            .collect();
+        let binary: Vec<Option<Vec<u8>>> = texts
+            .iter()
+            .map(|t| t.as_ref().map(|t| [t.as_bytes(), &[0xff, 0xfe]].concat()))
+            .collect();
+        let batch = RecordBatch::try_from_iter([
+            (
+                "user_id",
+                Arc::new(StringArray::from_iter_values(
+                    (0..rows).map(|i| ["alice", "bob", "carol"][i % 3]),
+                )) as ArrayRef,
+            ),
+            (
+                "text",
+                Arc::new(StringArray::from(texts.clone())) as ArrayRef,
+            ),
+            (
+                "required",
+                Arc::new(StringArray::from(required)) as ArrayRef,
+            ),
+            ("large", Arc::new(LargeStringArray::from(texts)) as ArrayRef),
+            (
+                "binary",
+                Arc::new(BinaryArray::from_iter(binary.iter().map(|b| b.as_deref()))) as ArrayRef,
+            ),
+        ])
+        .unwrap();
+        // `required` has no nulls; the schema says so, so it is written without levels.
+        let schema = Arc::new(Schema::new(
+            batch
+                .schema()
+                .fields()
+                .iter()
+                .map(|f| f.as_ref().clone().with_nullable(f.name() != "required"))
+                .collect::<Fields>(),
+        ));
+        let batch = batch.with_schema(schema.clone()).unwrap();
+        let mut out = Vec::new();
+        let mut w = ArrowWriter::try_new(&mut out, schema, Some(props)).unwrap();
+        w.write(&batch).unwrap();
+        w.close().unwrap();
+        out
+    }
+
+    /// Rewrites every row group of `input` keeping `keep[rg]`, page by page where the page
+    /// rewrite takes a column (`pages`) or all through Arrow; returns the file and which
+    /// column chunks (output row group, column) went by pages.
+    fn rewrite(
+        input: &ParquetInput,
+        keep: &[Vec<bool>],
+        pages: bool,
+        (page_bytes, page_rows): (usize, usize),
+    ) -> (Vec<u8>, Vec<(usize, usize)>) {
+        let props = WriterProperties::builder()
+            .set_data_page_size_limit(page_bytes)
+            .set_data_page_row_count_limit(page_rows)
+            .set_write_batch_size(page_rows.min(1024));
+        let mut out = ParquetOutput::create_with(input, Vec::new(), props).unwrap();
+        let mut by_pages = Vec::new();
+        for (rg, keep) in keep.iter().enumerate() {
+            if !keep.contains(&true) {
+                continue;
+            }
+            let chunks = match pages {
+                true => input.filtered(rg, keep, &out).unwrap(),
+                false => {
+                    let none = vec![false; input.metadata().row_group(rg).num_columns()];
+                    let chunks = input.through_arrow(rg, keep, &none, &out).unwrap();
+                    chunks.into_iter().map(Encoded::Arrow).collect()
+                }
+            };
+            let written = out.writer.flushed_row_groups().len();
+            for (c, chunk) in chunks.iter().enumerate() {
+                if matches!(chunk, Encoded::Pages(_)) {
+                    by_pages.push((written, c));
+                }
+            }
+            out.append(rg, chunks).unwrap();
+        }
+        (out.finish().unwrap(), by_pages)
+    }
+
+    fn batches(file: &[u8]) -> Vec<RecordBatch> {
+        ParquetRecordBatchReaderBuilder::try_new(bytes::Bytes::copy_from_slice(file))
+            .unwrap()
+            .build()
+            .unwrap()
+            .collect::<Result<_, _>>()
+            .unwrap()
+    }
+
+    /// Checks every page of every byte-array column of `file` against its page index: row
+    /// counts add up, null counts and null pages are right, and each page's bounds hold its
+    /// values (exactly, where no value is longer than the 64 bytes the index keeps). In the
+    /// chunks `by_pages` lists, the boundary order holds for the bounds as stored too (the
+    /// `parquet` writer judges it before cutting them, so its chunks can fail that).
+    fn check_page_index(file: &[u8], by_pages: &[(usize, usize)]) {
+        let bytes = bytes::Bytes::copy_from_slice(file);
+        let meta = ParquetMetaDataReader::new()
+            .with_page_index_policy(PageIndexPolicy::Required)
+            .parse_and_finish(&bytes)
+            .unwrap();
+        let mut start = 0;
+        for rg in 0..meta.num_row_groups() {
+            let rows = meta.row_group(rg).num_rows() as usize;
+            let page_index = meta.page_index_for_row_group(rg);
+            let batch = ParquetRecordBatchReaderBuilder::try_new(bytes.clone())
+                .unwrap()
+                .with_row_groups(vec![rg])
+                .with_batch_size(rows)
+                .build()
+                .unwrap()
+                .next()
+                .unwrap()
+                .unwrap();
+            for c in 1..batch.num_columns() {
+                let column =
+                    cast_with_options(batch.column(c), &DataType::Binary, &CastOptions::default())
+                        .unwrap();
+                let values = column.as_binary::<i32>();
+                let whole = page_index.column_index(c);
+                let Some(ColumnIndexMetaData::BYTE_ARRAY(index)) = whole else {
+                    panic!("column {c}: no byte array index");
+                };
+                let offsets = page_index.offset_index(c).unwrap();
+                let locations = offsets.page_locations();
+                assert_eq!(locations[0].first_row_index, 0);
+                let mut bounds: Vec<(&[u8], &[u8])> = Vec::new();
+                for (p, location) in locations.iter().enumerate() {
+                    let from = location.first_row_index as usize;
+                    let to = locations
+                        .get(p + 1)
+                        .map_or(rows, |l| l.first_row_index as usize);
+                    let page: Vec<Option<&[u8]>> = (from..to)
+                        .map(|i| values.is_valid(i).then(|| values.value(i)))
+                        .collect();
+                    let nulls = page.iter().filter(|v| v.is_none()).count();
+                    assert_eq!(
+                        index.null_count(p),
+                        Some(nulls as i64),
+                        "rg {rg} column {c} page {p}"
+                    );
+                    let present: Vec<&[u8]> = page.iter().flatten().copied().collect();
+                    assert_eq!(index.is_null_page(p), present.is_empty());
+                    let bytes: usize = present.iter().map(|v| v.len()).sum();
+                    let at = format!("rg {rg} column {c} page {p}");
+                    assert_eq!(
+                        offsets.unencoded_byte_array_data_bytes().unwrap()[p],
+                        bytes as i64,
+                        "{at}"
+                    );
+                    if let Some(h) = index.definition_level_histogram(p) {
+                        assert_eq!(h, [nulls as i64, present.len() as i64], "{at}");
+                    }
+                    if !present.is_empty() {
+                        bounds.push((index.min_value(p).unwrap(), index.max_value(p).unwrap()));
+                    }
+                    if let (Some(least), Some(greatest)) =
+                        (present.iter().min(), present.iter().max())
+                    {
+                        let (min, max) = (index.min_value(p).unwrap(), index.max_value(p).unwrap());
+                        assert!(
+                            min <= *least && max >= *greatest,
+                            "rg {rg} column {c} page {p}"
+                        );
+                        if least.len() <= 64 {
+                            assert_eq!(min, *least);
+                        }
+                        if greatest.len() <= 64 {
+                            assert_eq!(max, *greatest);
+                        }
+                    }
+                }
+                // An order the index claims must hold for the bounds it holds.
+                let pairs = bounds.windows(2);
+                match whole
+                    .and_then(|w| w.get_boundary_order())
+                    .filter(|_| by_pages.contains(&(rg, c)))
+                {
+                    Some(BoundaryOrder::ASCENDING) => {
+                        pairs.for_each(|w| assert!(w[0].0 <= w[1].0 && w[0].1 <= w[1].1))
+                    }
+                    Some(BoundaryOrder::DESCENDING) => {
+                        pairs.for_each(|w| assert!(w[0].0 >= w[1].0 && w[0].1 >= w[1].1))
+                    }
+                    _ => {}
+                }
+            }
+            start += rows;
+        }
+        assert_eq!(start as i64, meta.file_metadata().num_rows());
+    }
+
+    #[test]
+    fn a_page_rewrite_reads_back_as_the_arrow_rewrite_with_the_same_statistics() {
+        let mut rng = Rng(0x9a6e5);
+        let mut taken = 0;
+        for case in 0..48 {
+            let compression = rng.pick(&[
+                Compression::ZSTD(ZstdLevel::default()),
+                Compression::SNAPPY,
+                Compression::GZIP(GzipLevel::default()),
+                Compression::UNCOMPRESSED,
+                Compression::LZ4_RAW,
+            ]);
+            let props = WriterProperties::builder()
+                .set_compression(compression)
+                .set_writer_version(
+                    rng.pick(&[WriterVersion::PARQUET_1_0, WriterVersion::PARQUET_2_0]),
+                )
+                // Dictionaries that hold, that overflow into PLAIN pages, or none at all.
+                .set_dictionary_enabled(rng.chance(70))
+                .set_dictionary_page_size_limit(rng.pick(&[256, 1 << 20]))
+                .set_data_page_size_limit(rng.pick(&[300, 4096, 1 << 20]))
+                .set_data_page_row_count_limit(rng.pick(&[7, 100, 20_000]))
+                .set_write_batch_size(rng.pick(&[5, 1024]))
+                .set_max_row_group_row_count(Some(rng.pick(&[50, 400, 10_000])))
+                .build();
+            let rows = rng.pick(&[1, 60, 900]);
+            let dir = tempfile::tempdir().unwrap();
+            let path = dir.path().join("in.parquet");
+            std::fs::write(&path, file(&mut rng, rows, props)).unwrap();
+            let input = ParquetInput::open(&path, &SubjectPath::parse("user_id").unwrap()).unwrap();
+            let density = rng.pick(&[1, 50, 95, 99]);
+            let keep: Vec<Vec<bool>> = (0..input.row_groups())
+                .map(|rg| (0..input.rows(rg)).map(|_| rng.chance(density)).collect())
+                .collect();
+
+            // Output pages of every size, down to a value or a row each.
+            let pages = (
+                rng.pick(&[1, 200, 5000, 1 << 20]),
+                rng.pick(&[1, 3, 64, 20_000]),
+            );
+            let (by_pages, taken_here) = rewrite(&input, &keep, true, pages);
+            let (by_arrow, none) = rewrite(&input, &keep, false, pages);
+            assert!(none.is_empty());
+            taken += taken_here.len();
+            let what = format!(
+                "case {case}: {compression:?}, {rows} rows, {density}% kept, pages {pages:?}"
+            );
+            assert_eq!(batches(&by_pages), batches(&by_arrow), "{what}");
+            let (a, b) = (
+                ParquetMetaDataReader::new()
+                    .parse_and_finish(&bytes::Bytes::from(by_pages.clone()))
+                    .unwrap(),
+                ParquetMetaDataReader::new()
+                    .parse_and_finish(&bytes::Bytes::from(by_arrow))
+                    .unwrap(),
+            );
+            assert_eq!(a.num_row_groups(), b.num_row_groups(), "{what}");
+            for (ga, gb) in a.row_groups().iter().zip(b.row_groups()) {
+                assert_eq!(ga.num_rows(), gb.num_rows(), "{what}");
+                for (ca, cb) in ga.columns().iter().zip(gb.columns()) {
+                    let at = format!("{what}, column {}", ca.column_path());
+                    assert_eq!(ca.statistics(), cb.statistics(), "{at}");
+                    assert_eq!(ca.num_values(), cb.num_values(), "{at}");
+                    assert_eq!(ca.compression(), cb.compression(), "{at}");
+                    assert_eq!(
+                        ca.unencoded_byte_array_data_bytes(),
+                        cb.unencoded_byte_array_data_bytes(),
+                        "{at}"
+                    );
+                    assert_eq!(
+                        ca.definition_level_histogram(),
+                        cb.definition_level_histogram(),
+                        "{at}"
+                    );
+                    assert_eq!(
+                        ca.dictionary_page_offset().is_some(),
+                        cb.dictionary_page_offset().is_some(),
+                        "{at}"
+                    );
+                }
+            }
+            check_page_index(&by_pages, &taken_here);
+        }
+        assert!(
+            taken > 100,
+            "the page rewrite took only {taken} column chunks"
+        );
     }
 }

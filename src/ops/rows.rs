@@ -336,7 +336,7 @@ enum RowGroupPlan {
     /// Every row kept: spliced in without decoding.
     Copy,
     /// Some rows kept: these re-encoded column chunks.
-    Encoded(Vec<parquet::arrow::arrow_writer::ArrowColumnChunk>),
+    Encoded(Vec<crate::dataset::parquet::Encoded>),
 }
 
 /// What a judged chunk adds to the output.

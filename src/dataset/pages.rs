@@ -10,6 +10,7 @@
 //! it. Columns this module does not take (nested, dictionary-encoded on output, with bloom
 //! filters, other encodings or codecs) go through Arrow.
 
+use std::cell::RefCell;
 use std::io::Write;
 use std::ops::Range;
 use std::sync::Arc;
@@ -30,6 +31,8 @@ use parquet::file::serialized_reader::SerializedPageReader;
 use parquet::file::statistics::{Statistics, ValueStatistics};
 use parquet::file::writer::{SerializedPageWriter, TrackedWrite};
 use parquet::schema::types::{ColumnDescPtr, ColumnDescriptor};
+
+use crate::exec;
 
 /// Whether the column chunk `chunk` (of column `descr`) can be rewritten here with the
 /// output properties `props`: a top-level byte-array column, neither repeated nor nested,
@@ -99,8 +102,7 @@ pub fn rewrite(
     let compression = props.compression(descr.path());
     let codec = Codec::new(compression)
         .ok_or_else(|| Failed::Unsupported(format!("codec {compression:?}")))?;
-    // The rewrite is about the size of the chunk it comes from: room for it up front saves
-    // growing (and copying) the buffer a dozen times.
+    // The rewrite is about the size of the chunk it comes from.
     let room = usize::try_from(chunk.compressed_size())
         .unwrap_or(0)
         .min(data.len())
@@ -108,29 +110,82 @@ pub fn rewrite(
     // The page reader reads at the chunk's own file offsets; `data` starts at the chunk.
     let (start, _) = chunk.byte_range();
     let source = Arc::new(Offset { start, data });
-    let mut pages = SerializedPageReader::new(source, chunk, keep.len(), None)?;
+    let pages = SerializedPageReader::new(source, chunk, keep.len(), None)?;
 
-    let optional = descr.max_def_level() == 1;
-    let mut out = Chunk::new(descr, props, codec, room);
-    let mut dictionary: Option<Dictionary> = None;
-    let (mut levels, mut indices) = (Vec::new(), Vec::new());
-    let mut row = 0usize;
-    while let Some(page) = pages.get_next_page()? {
-        let page = match read(page, optional)? {
-            Read::Dictionary(d) => {
-                dictionary = Some(d);
-                continue;
+    let mut source = Source {
+        pages,
+        keep,
+        row: 0,
+        optional: descr.max_def_level() == 1,
+        dictionary: None,
+        levels: Vec::new(),
+        indices: Vec::new(),
+        done: false,
+    };
+    let mut chunk = Chunk::new(descr, props);
+    let mut written = Written::new(room);
+    // A few pages at a time: while they are compressed (by idle workers too), the next
+    // few are decompressed and filled, so that even a file of one row group keeps more
+    // than one core busy.
+    let batch = exec::workers().max(2);
+    let mut ready = chunk.fill(&mut source, batch)?;
+    while !ready.is_empty() {
+        let (compressed, next) = exec::join(
+            || exec::par_map(&ready, |p| codec.compress(&p.buf[p.begin..])),
+            || chunk.fill(&mut source, batch),
+        );
+        written.write(ready, compressed)?;
+        ready = next?;
+    }
+    chunk.finish(written)
+}
+
+/// The input column chunk's pages, read one at a time into the output chunk.
+struct Source<'a> {
+    pages: SerializedPageReader<Offset>,
+    keep: &'a [bool],
+    /// Rows of the row group read so far.
+    row: usize,
+    optional: bool,
+    dictionary: Option<Dictionary>,
+    levels: Vec<u32>,
+    indices: Vec<u32>,
+    done: bool,
+}
+
+impl Source<'_> {
+    /// Adds the kept rows of the next data page to `out`; false once there is none left
+    /// (and the pages held as many rows as the row group).
+    fn next_page(&mut self, out: &mut Chunk<'_>) -> Result<bool, Failed> {
+        let page = loop {
+            match self.pages.get_next_page()? {
+                None => {
+                    if self.row != self.keep.len() {
+                        return Err(corrupt(&format!(
+                            "its pages hold {} rows where its row group has {}",
+                            self.row,
+                            self.keep.len()
+                        )));
+                    }
+                    self.done = true;
+                    return Ok(false);
+                }
+                Some(page) => match read(page, self.optional)? {
+                    Read::Dictionary(d) => self.dictionary = Some(d),
+                    Read::Data(page) => break page,
+                },
             }
-            Read::Data(page) => page,
         };
         let n = page.rows;
-        let keep = row
+        let keep = self
+            .row
             .checked_add(n)
-            .and_then(|end| keep.get(row..end))
+            .and_then(|end| self.keep.get(self.row..end))
             .ok_or_else(|| corrupt("its pages hold more rows than its row group"))?;
+        let levels = &mut self.levels;
         levels.clear();
-        if optional {
-            decode_hybrid(&page.buf[page.levels.clone()], 1, n, &mut levels)?;
+        if self.optional {
+            decode_hybrid(&page.buf[page.levels.clone()], 1, n, levels)?;
         }
         let mut values = match page.encoding {
             Encoding::PLAIN => Values::Plain {
@@ -138,7 +193,8 @@ pub fn rewrite(
                 at: page.values,
             },
             Encoding::PLAIN_DICTIONARY | Encoding::RLE_DICTIONARY => {
-                let dict = dictionary
+                let dict = self
+                    .dictionary
                     .as_ref()
                     .ok_or_else(|| corrupt("a dictionary-coded page has no dictionary"))?;
                 let width = *page
@@ -146,18 +202,18 @@ pub fn rewrite(
                     .get(page.values)
                     .ok_or_else(|| corrupt("dictionary indices are truncated"))?;
                 let present = n - levels.iter().filter(|&&l| l == 0).count();
-                indices.clear();
+                self.indices.clear();
                 let coded = &page.buf[page.values + 1..];
-                decode_hybrid(coded, u32::from(width), present, &mut indices)?;
+                decode_hybrid(coded, u32::from(width), present, &mut self.indices)?;
                 Values::Indexed {
                     dict,
-                    indices: indices.iter(),
+                    indices: self.indices.iter(),
                 }
             }
             other => return Err(Failed::Unsupported(format!("values in {other}"))),
         };
         for (i, &kept) in keep.iter().enumerate() {
-            if optional && levels[i] == 0 {
+            if self.optional && levels[i] == 0 {
                 if kept {
                     out.push_null();
                 }
@@ -165,18 +221,12 @@ pub fn rewrite(
             }
             let value = values.next()?;
             if kept {
-                out.push_encoded(value)?;
+                out.push_encoded(value);
             }
         }
-        row += n;
+        self.row += n;
+        Ok(true)
     }
-    if row != keep.len() {
-        return Err(corrupt(&format!(
-            "its pages hold {row} rows where its row group has {}",
-            keep.len()
-        )));
-    }
-    out.finish()
 }
 
 fn corrupt(what: &str) -> Failed {
@@ -503,43 +553,60 @@ fn put_varint(out: &mut Vec<u8>, mut v: u64) {
 
 /// The codecs output pages are written in here: those the `parquet` crate writes with the
 /// same libraries and defaults.
+#[derive(Debug, Clone, Copy)]
 enum Codec {
     None,
-    Zstd(Box<zstd::bulk::Compressor<'static>>),
-    Snappy(Box<snap::raw::Encoder>),
+    Zstd(i32),
+    Snappy,
     Gzip(u32),
+}
+
+thread_local! {
+    /// Each worker's zstd context (of the level last used), kept from page to page.
+    static ZSTD: RefCell<Option<(i32, zstd::bulk::Compressor<'static>)>> =
+        const { RefCell::new(None) };
 }
 
 impl Codec {
     fn new(c: Compression) -> Option<Codec> {
         match c {
             Compression::UNCOMPRESSED => Some(Codec::None),
-            Compression::ZSTD(level) => zstd::bulk::Compressor::new(level.compression_level())
-                .ok()
-                .map(|c| Codec::Zstd(Box::new(c))),
-            Compression::SNAPPY => Some(Codec::Snappy(Box::new(snap::raw::Encoder::new()))),
+            Compression::ZSTD(level) => Some(Codec::Zstd(level.compression_level())),
+            Compression::SNAPPY => Some(Codec::Snappy),
             Compression::GZIP(level) => Some(Codec::Gzip(level.compression_level())),
             _ => None,
         }
     }
 
     /// Compresses `input` into a new buffer.
-    fn compress(&mut self, input: &[u8]) -> Result<Vec<u8>, Failed> {
+    fn compress(self, input: &[u8]) -> Result<Vec<u8>, Failed> {
         let err =
             |e: &dyn std::fmt::Display| Failed::Corrupt(format!("cannot compress a page: {e}"));
         match self {
             Codec::None => Ok(input.to_vec()),
-            Codec::Zstd(c) => c.compress(input).map_err(|e| err(&e)),
-            Codec::Snappy(enc) => {
+            Codec::Zstd(level) => ZSTD.with(|cell| {
+                let mut cached = cell.borrow_mut();
+                if cached.as_ref().is_none_or(|(l, _)| *l != level) {
+                    let c = zstd::bulk::Compressor::new(level).map_err(|e| err(&e))?;
+                    *cached = Some((level, c));
+                }
+                match cached.as_mut() {
+                    Some((_, c)) => c.compress(input).map_err(|e| err(&e)),
+                    None => Err(err(&"no zstd context")),
+                }
+            }),
+            Codec::Snappy => {
                 let mut out = vec![0; snap::raw::max_compress_len(input.len())];
-                let n = enc.compress(input, &mut out).map_err(|e| err(&e))?;
+                let n = snap::raw::Encoder::new()
+                    .compress(input, &mut out)
+                    .map_err(|e| err(&e))?;
                 out.truncate(n);
                 Ok(out)
             }
             Codec::Gzip(level) => {
                 let mut enc = flate2::write::GzEncoder::new(
                     Vec::with_capacity(input.len() / 2),
-                    flate2::Compression::new(*level),
+                    flate2::Compression::new(level),
                 );
                 enc.write_all(input).map_err(|e| err(&e))?;
                 enc.finish().map_err(|e| err(&e))
@@ -548,14 +615,21 @@ impl Codec {
     }
 }
 
+/// A page ready but for compression: its bytes from `begin` on.
+struct Pending {
+    buf: Vec<u8>,
+    begin: usize,
+    rows: usize,
+    value_bytes: i64,
+}
+
 /// The output column chunk being built, one page at a time.
 struct Chunk<'a> {
     descr: ColumnDescPtr,
     props: &'a WriterProperties,
-    codec: Codec,
     optional: bool,
-    /// Written pages, from offset 0.
-    sink: TrackedWrite<Vec<u8>>,
+    /// Filled pages, not yet compressed.
+    pending: Vec<Pending>,
     /// The page being filled: room for its definition levels, then its PLAIN values.
     page: Vec<u8>,
     /// The page's definition levels, one byte each.
@@ -572,12 +646,8 @@ struct Chunk<'a> {
     min: Option<Vec<u8>>,
     max: Option<Vec<u8>>,
     value_bytes: i64,
-    pages: i32,
-    compressed: i64,
-    uncompressed: i64,
     histogram: Option<LevelHistogram>,
     column_index: ColumnIndexBuilder,
-    offset_index: OffsetIndexBuilder,
     /// The last page with values: its bounds as stored, for the boundary order.
     last: Option<(Vec<u8>, Vec<u8>)>,
     ascending: bool,
@@ -585,21 +655,15 @@ struct Chunk<'a> {
 }
 
 impl<'a> Chunk<'a> {
-    fn new(
-        descr: ColumnDescPtr,
-        props: &'a WriterProperties,
-        codec: Codec,
-        room: usize,
-    ) -> Chunk<'a> {
+    fn new(descr: ColumnDescPtr, props: &'a WriterProperties) -> Chunk<'a> {
         let optional = descr.max_def_level() == 1;
         let histogram = LevelHistogram::try_new(descr.max_def_level());
         let column_index = ColumnIndexBuilder::new(descr.physical_type());
         let mut chunk = Chunk {
             descr,
             props,
-            codec,
             optional,
-            sink: TrackedWrite::new(Vec::with_capacity(room)),
+            pending: Vec::new(),
             page: Vec::new(),
             levels: Vec::new(),
             page_rows: 0,
@@ -612,12 +676,8 @@ impl<'a> Chunk<'a> {
             min: None,
             max: None,
             value_bytes: 0,
-            pages: 0,
-            compressed: 0,
-            uncompressed: 0,
             histogram,
             column_index,
-            offset_index: OffsetIndexBuilder::new(),
             last: None,
             ascending: true,
             descending: true,
@@ -652,12 +712,12 @@ impl<'a> Chunk<'a> {
         self.page_nulls += 1;
         if self.page_rows >= self.props.data_page_row_count_limit() {
             // A page of nulls only is as full as one of values.
-            let _ = self.flush_page();
+            self.flush_page();
         }
     }
 
     /// Adds a value as PLAIN encodes it: a 4-byte length, then the bytes.
-    fn push_encoded(&mut self, encoded: &[u8]) -> Result<(), Failed> {
+    fn push_encoded(&mut self, encoded: &[u8]) {
         let at = self.page.len() + 4;
         self.page.extend_from_slice(encoded);
         let value = (at, self.page.len());
@@ -674,61 +734,52 @@ impl<'a> Chunk<'a> {
         if self.page.len() - self.levels_room() >= self.props.data_page_size_limit()
             || self.page_rows >= self.props.data_page_row_count_limit()
         {
-            self.flush_page()?;
+            self.flush_page();
         }
-        Ok(())
     }
 
-    fn flush_page(&mut self) -> Result<(), Failed> {
+    /// Reads pages from `source` until at least `n` pages are filled or the pages end (then
+    /// the last one is filled too); hands the filled pages over.
+    fn fill(&mut self, source: &mut Source<'_>, n: usize) -> Result<Vec<Pending>, Failed> {
+        while self.pending.len() < n && !source.done {
+            if !source.next_page(self)? {
+                self.flush_page();
+            }
+        }
+        Ok(std::mem::take(&mut self.pending))
+    }
+
+    /// Ends the page being filled and sets it aside for compression, with its statistics
+    /// entered in the chunk's and the column index.
+    fn flush_page(&mut self) {
         if self.page_rows == 0 {
-            return Ok(());
+            return;
         }
         // The definition levels go right before the values, at the end of the room kept.
         let room = self.levels_room();
-        let mut whole = Vec::new();
-        let uncompressed: &[u8] = if self.optional {
-            let mut encoded = Vec::with_capacity(16);
-            encode_levels(&self.levels, &mut encoded);
-            let len = (encoded.len() as u32).to_le_bytes();
-            match room.checked_sub(4 + encoded.len()) {
-                Some(begin) => {
-                    self.page[begin..begin + 4].copy_from_slice(&len);
-                    self.page[begin + 4..room].copy_from_slice(&encoded);
-                    &self.page[begin..]
-                }
-                // Never for the encoder above; kept so that a larger encoding is still right.
-                None => {
-                    whole.reserve(4 + encoded.len() + self.page.len() - room);
-                    whole.extend_from_slice(&len);
-                    whole.extend_from_slice(&encoded);
-                    whole.extend_from_slice(&self.page[room..]);
-                    &whole
+        let (whole, begin) = match self.optional {
+            true => {
+                let mut encoded = Vec::with_capacity(16);
+                encode_levels(&self.levels, &mut encoded);
+                let len = (encoded.len() as u32).to_le_bytes();
+                match room.checked_sub(4 + encoded.len()) {
+                    Some(begin) => {
+                        self.page[begin..begin + 4].copy_from_slice(&len);
+                        self.page[begin + 4..room].copy_from_slice(&encoded);
+                        (None, begin)
+                    }
+                    // Never for the encoder above; kept so that a larger encoding is still right.
+                    None => {
+                        let mut whole = Vec::with_capacity(4 + encoded.len() + self.page.len());
+                        whole.extend_from_slice(&len);
+                        whole.extend_from_slice(&encoded);
+                        whole.extend_from_slice(&self.page[room..]);
+                        (Some(whole), 0)
+                    }
                 }
             }
-        } else {
-            &self.page
+            false => (None, 0),
         };
-        let compressed = self.codec.compress(uncompressed)?;
-        let uncompressed_len = uncompressed.len();
-        let page = Page::DataPage {
-            buf: Bytes::from(compressed),
-            num_values: self.page_rows as u32,
-            encoding: Encoding::PLAIN,
-            def_level_encoding: Encoding::RLE,
-            rep_level_encoding: Encoding::RLE,
-            statistics: None,
-        };
-        let spec = SerializedPageWriter::new(&mut self.sink)
-            .write_page(CompressedPage::new(page, uncompressed_len))?;
-        self.pages += 1;
-        self.compressed += spec.compressed_size as i64;
-        self.uncompressed += spec.uncompressed_size as i64;
-        self.offset_index
-            .append_offset_and_size(spec.offset as i64, spec.compressed_size as i32);
-        self.offset_index.append_row_count(self.page_rows as i64);
-        self.offset_index
-            .append_unencoded_byte_array_data_bytes(Some(self.page_value_bytes));
-
         let mut histogram = LevelHistogram::try_new(self.descr.max_def_level());
         if let Some(h) = histogram.as_mut() {
             h.increment_by(0, self.page_nulls as i64);
@@ -781,12 +832,19 @@ impl<'a> Chunk<'a> {
         self.rows += self.page_rows;
         self.nulls += self.page_nulls;
         self.value_bytes += self.page_value_bytes;
+        let next = Vec::with_capacity(self.page.capacity());
+        let filled = std::mem::replace(&mut self.page, next);
+        self.pending.push(Pending {
+            buf: whole.unwrap_or(filled),
+            begin,
+            rows: self.page_rows,
+            value_bytes: self.page_value_bytes,
+        });
         self.start_page();
-        Ok(())
     }
 
-    fn finish(mut self) -> Result<Rewritten, Failed> {
-        self.flush_page()?;
+    /// The chunk's metadata, and its bytes from `written`, where every filled page is.
+    fn finish(mut self, written: Written) -> Result<Rewritten, Failed> {
         let descr = self.descr.clone();
         let statistics = {
             let (min, max) = (self.min.take(), self.max.take());
@@ -822,18 +880,18 @@ impl<'a> Chunk<'a> {
             .set_page_encoding_stats(vec![PageEncodingStats {
                 page_type: PageType::DATA_PAGE,
                 encoding: Encoding::PLAIN,
-                count: self.pages,
+                count: written.pages,
             }])
-            .set_total_compressed_size(self.compressed)
-            .set_total_uncompressed_size(self.uncompressed)
+            .set_total_compressed_size(written.compressed)
+            .set_total_uncompressed_size(written.uncompressed)
             .set_num_values(self.rows as i64)
             .set_data_page_offset(0)
             .set_statistics(statistics)
             .set_unencoded_byte_array_data_bytes(Some(self.value_bytes))
             .set_definition_level_histogram(self.histogram.take())
             .build()?;
-        let bytes_written = self.sink.bytes_written() as u64;
-        let data = Bytes::from(self.sink.into_inner()?);
+        let bytes_written = written.sink.bytes_written() as u64;
+        let data = Bytes::from(written.sink.into_inner()?);
         Ok(Rewritten {
             data,
             close: ColumnCloseResult {
@@ -842,9 +900,61 @@ impl<'a> Chunk<'a> {
                 metadata,
                 bloom_filter: None,
                 column_index: Some(self.column_index.build()?),
-                offset_index: Some(self.offset_index.build()),
+                offset_index: Some(written.offset_index.build()),
             },
         })
+    }
+}
+
+/// The output chunk's pages as written, from offset 0, and where each one lies.
+struct Written {
+    sink: TrackedWrite<Vec<u8>>,
+    pages: i32,
+    compressed: i64,
+    uncompressed: i64,
+    offset_index: OffsetIndexBuilder,
+}
+
+impl Written {
+    /// `room`: about the size the chunk will be, reserved up front (growing a buffer of
+    /// tens of MiB copies it a dozen times).
+    fn new(room: usize) -> Written {
+        Written {
+            sink: TrackedWrite::new(Vec::with_capacity(room)),
+            pages: 0,
+            compressed: 0,
+            uncompressed: 0,
+            offset_index: OffsetIndexBuilder::new(),
+        }
+    }
+
+    /// Writes `pages`, compressed as `compressed` (in the same order), after the others.
+    fn write(
+        &mut self,
+        pages: Vec<Pending>,
+        compressed: Vec<Result<Vec<u8>, Failed>>,
+    ) -> Result<(), Failed> {
+        for (p, compressed) in pages.into_iter().zip(compressed) {
+            let page = Page::DataPage {
+                buf: Bytes::from(compressed?),
+                num_values: p.rows as u32,
+                encoding: Encoding::PLAIN,
+                def_level_encoding: Encoding::RLE,
+                rep_level_encoding: Encoding::RLE,
+                statistics: None,
+            };
+            let spec = SerializedPageWriter::new(&mut self.sink)
+                .write_page(CompressedPage::new(page, p.buf.len() - p.begin))?;
+            self.pages += 1;
+            self.compressed += spec.compressed_size as i64;
+            self.uncompressed += spec.uncompressed_size as i64;
+            self.offset_index
+                .append_offset_and_size(spec.offset as i64, spec.compressed_size as i32);
+            self.offset_index.append_row_count(p.rows as i64);
+            self.offset_index
+                .append_unencoded_byte_array_data_bytes(Some(p.value_bytes));
+        }
+        Ok(())
     }
 }
 

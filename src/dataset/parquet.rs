@@ -21,7 +21,9 @@ use parquet::arrow::arrow_reader::{
     ArrowReaderMetadata, ArrowReaderOptions, ParquetRecordBatchReaderBuilder, RowSelection,
     RowSelectionPolicy,
 };
-use parquet::arrow::arrow_writer::{compute_leaves, ArrowColumnChunk, ArrowRowGroupWriterFactory};
+use parquet::arrow::arrow_writer::{
+    compute_leaves, ArrowColumnChunk, ArrowColumnWriter, ArrowRowGroupWriterFactory,
+};
 use parquet::arrow::ProjectionMask;
 use parquet::basic::Encoding;
 use parquet::bloom_filter::Sbbf;
@@ -35,6 +37,7 @@ use parquet::schema::types::ColumnPath;
 
 use super::pages;
 use super::scan::SubjectPath;
+use crate::exec;
 
 /// What one row's subject cell holds.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -191,10 +194,18 @@ impl ParquetInput {
             .iter()
             .map(|chunk| pages::takes(chunk.column_descr(), chunk, &out.props))
             .collect();
+        let writers = |rg| out.factory.create_column_writers(rg).map_err(|e| err(&e));
         if by_pages.iter().any(|&p| p) {
-            match self.rewrite_pages(rg, keep, &by_pages, &out.props) {
+            // The two parts side by side: a file of one row group keeps both cores busy.
+            let arrow_writers = writers(rg)?;
+            let props = out.props.as_ref();
+            let (rewritten, arrow) = exec::join(
+                || self.rewrite_pages(rg, keep, &by_pages, props),
+                || self.through_arrow(rg, keep, &by_pages, arrow_writers),
+            );
+            match rewritten {
                 Ok(rewritten) => {
-                    let mut arrow = self.through_arrow(rg, keep, &by_pages, out)?.into_iter();
+                    let mut arrow = arrow?.into_iter();
                     let mut rewritten = rewritten.into_iter();
                     return by_pages
                         .iter()
@@ -211,13 +222,14 @@ impl ParquetInput {
         }
         let none = vec![false; by_pages.len()];
         Ok(self
-            .through_arrow(rg, keep, &none, out)?
+            .through_arrow(rg, keep, &none, writers(rg)?)?
             .into_iter()
             .map(Encoded::Arrow)
             .collect())
     }
 
-    /// Rewrites the chunks `by_pages` marks, in column order.
+    /// Rewrites the chunks `by_pages` marks, in column order (in parallel, when a file has
+    /// several such columns).
     fn rewrite_pages(
         &self,
         rg: usize,
@@ -225,62 +237,62 @@ impl ParquetInput {
         by_pages: &[bool],
         props: &WriterProperties,
     ) -> Result<Vec<pages::Rewritten>, pages::Failed> {
-        let file = self.open_file().map_err(pages::Failed::Corrupt)?;
-        let size = file
+        let chunks: Vec<&ColumnChunkMetaData> = self
             .metadata()
-            .map_err(|e| pages::Failed::Corrupt(format!("cannot read: {e}")))?
-            .len();
-        let group = self.metadata().row_group(rg);
-        group
+            .row_group(rg)
             .columns()
             .iter()
             .zip(by_pages)
             .filter(|(_, &p)| p)
-            .map(|(chunk, _)| {
-                // The footer's byte range is untrusted: it must lie inside the file before it
-                // sizes a read.
-                let (start, len) = chunk.byte_range();
-                let bad = || {
-                    pages::Failed::Corrupt(format!(
-                        "column {} lies outside the file",
-                        chunk.column_path()
-                    ))
-                };
-                let end = start
-                    .checked_add(len)
-                    .filter(|&e| e <= size)
-                    .ok_or_else(bad)?;
-                let len = usize::try_from(end - start).map_err(|_| bad())?;
-                let mut data = Vec::with_capacity(len);
-                let read = (&file)
-                    .seek(std::io::SeekFrom::Start(start))
-                    .and_then(|_| (&file).take(len as u64).read_to_end(&mut data));
-                match read {
-                    Ok(n) if n == len => {
-                        pages::rewrite(bytes::Bytes::from(data), chunk, keep, props)
-                    }
-                    Ok(_) => Err(pages::Failed::Corrupt(
-                        "the file shrank while being read".into(),
-                    )),
-                    Err(e) => Err(pages::Failed::Corrupt(format!("cannot read: {e}"))),
-                }
-            })
-            .collect()
+            .map(|(chunk, _)| chunk)
+            .collect();
+        exec::par_map(&chunks, |chunk| {
+            let data = self.chunk_bytes(chunk).map_err(pages::Failed::Corrupt)?;
+            pages::rewrite(data, chunk, keep, props)
+        })
+        .into_iter()
+        .collect()
     }
 
-    /// Decodes the rows `keep` marks of the columns `skip` does not mark and encodes them,
-    /// 8K rows at a time whatever the mask; returns their chunks in column order.
+    /// The bytes of a column chunk, read whole. The footer's byte range is untrusted: it
+    /// must lie inside the file before it sizes a read.
+    fn chunk_bytes(&self, chunk: &ColumnChunkMetaData) -> Result<bytes::Bytes, String> {
+        let mut file = self.open_file()?;
+        let size = file
+            .metadata()
+            .map_err(|e| format!("cannot read: {e}"))?
+            .len();
+        let (start, len) = chunk.byte_range();
+        let outside = || format!("column {} lies outside the file", chunk.column_path());
+        let len = start
+            .checked_add(len)
+            .filter(|&end| end <= size)
+            .and_then(|_| usize::try_from(len).ok())
+            .ok_or_else(outside)?;
+        let mut data = Vec::with_capacity(len);
+        file.seek(std::io::SeekFrom::Start(start))
+            .and_then(|_| file.take(len as u64).read_to_end(&mut data))
+            .map_err(|e| format!("cannot read: {e}"))?;
+        if data.len() != len {
+            return Err("the file shrank while being read".into());
+        }
+        Ok(bytes::Bytes::from(data))
+    }
+
+    /// Decodes the rows `keep` marks of the columns `skip` does not mark and encodes them
+    /// with their `writers` (one per column, in column order), 8K rows at a time whatever the
+    /// mask; returns their chunks in column order.
     ///
     /// When the dropped rows are few and in runs (an erasure), the reader skips them as it
     /// decodes, so they are never copied; it then reads without the page index, whose row
     /// counts would otherwise decide which pages to skip unchecked. When they are scattered
     /// (a filter), every row is decoded and the batch filtered.
-    fn through_arrow<W: Write + Send>(
+    fn through_arrow(
         &self,
         rg: usize,
         keep: &[bool],
         skip: &[bool],
-        out: &ParquetOutput<W>,
+        writers: Vec<ArrowColumnWriter>,
     ) -> Result<Vec<ArrowColumnChunk>, String> {
         let err = |e: &dyn std::fmt::Display| format!("row group {rg}: {e}");
         let descr = self.metadata().file_metadata().schema_descr();
@@ -289,10 +301,7 @@ impl ParquetInput {
         let roots: Vec<usize> = (0..self.meta.schema().fields().len())
             .filter(|&r| !(0..skip.len()).any(|c| skip[c] && descr.get_column_root_idx(c) == r))
             .collect();
-        let mut writers: Vec<_> = out
-            .factory
-            .create_column_writers(rg)
-            .map_err(|e| err(&e))?
+        let mut writers: Vec<_> = writers
             .into_iter()
             .zip(skip)
             .filter(|(_, &s)| !s)
@@ -671,7 +680,8 @@ mod tests {
                 true => input.filtered(rg, keep, &out).unwrap(),
                 false => {
                     let none = vec![false; input.metadata().row_group(rg).num_columns()];
-                    let chunks = input.through_arrow(rg, keep, &none, &out).unwrap();
+                    let writers = out.factory.create_column_writers(rg).unwrap();
+                    let chunks = input.through_arrow(rg, keep, &none, writers).unwrap();
                     chunks.into_iter().map(Encoded::Arrow).collect()
                 }
             };

@@ -4,6 +4,12 @@
 #![allow(dead_code)]
 
 use std::path::Path;
+use std::sync::Arc;
+
+use arrow::array::{RecordBatch, StringArray};
+use arrow::datatypes::{DataType, Field, Schema};
+use parquet::arrow::ArrowWriter;
+use parquet::file::properties::WriterProperties;
 
 use consentry::consent::{self, Rules, SchemaKind};
 use consentry::time::Timestamp;
@@ -84,4 +90,41 @@ pub fn snapshot(dir: &Path, users: u64) -> consent::Snapshot {
         &Rules::default(),
     )
     .unwrap()
+}
+
+/// The `u%08d` subject of a corpus line.
+pub fn user(line: &str) -> &str {
+    let at = line.find("\"user_id\":\"").unwrap() + 11;
+    &line[at..at + 9]
+}
+
+/// Writes the corpus lines as a zstd Parquet file of 8k-row groups (id, user_id, line), as
+/// pyarrow and arrow-rs write one: the long `text` column overflows its dictionary and is
+/// stored PLAIN.
+pub fn parquet_of(lines: &[u8], path: &Path) {
+    let rows: Vec<&str> = std::str::from_utf8(lines).unwrap().lines().collect();
+    let users: Vec<&str> = rows.iter().map(|l| user(l)).collect();
+    let ids: Vec<String> = (0..rows.len()).map(|i| format!("doc-{i:010}")).collect();
+    let schema = Arc::new(Schema::new(vec![
+        Field::new("id", DataType::Utf8, false),
+        Field::new("user_id", DataType::Utf8, false),
+        Field::new("text", DataType::Utf8, false),
+    ]));
+    let batch = RecordBatch::try_new(
+        schema.clone(),
+        vec![
+            Arc::new(StringArray::from(ids)),
+            Arc::new(StringArray::from(users)),
+            Arc::new(StringArray::from(rows)),
+        ],
+    )
+    .unwrap();
+    let props = WriterProperties::builder()
+        .set_compression(parquet::basic::Compression::ZSTD(Default::default()))
+        .set_max_row_group_row_count(Some(8192))
+        .build();
+    let mut w =
+        ArrowWriter::try_new(std::fs::File::create(path).unwrap(), schema, Some(props)).unwrap();
+    w.write(&batch).unwrap();
+    w.close().unwrap();
 }

@@ -10,54 +10,16 @@ mod common;
 use std::path::Path;
 use std::sync::Arc;
 
-use arrow::array::{RecordBatch, StringArray};
-use arrow::datatypes::{DataType, Field, Schema};
-use common::corpus;
+use common::{corpus, parquet_of, user};
 use consentry::dataset::scan::SubjectPath;
 use consentry::dataset::{Codec, Format, InputFile};
 use consentry::ops::erase::{EraseRule, Erased, Sweep};
 use consentry::ops::rows::{Engine, CHUNK_SIZE};
 use criterion::{criterion_group, criterion_main, BatchSize, Criterion, Throughput};
-use parquet::arrow::ArrowWriter;
-use parquet::file::properties::WriterProperties;
 
 const LINES: usize = 40_000;
 
-/// The `u%08d` subject of a corpus line.
-fn user(line: &str) -> &str {
-    let at = line.find("\"user_id\":\"").unwrap() + 11;
-    &line[at..at + 9]
-}
 const USERS: u64 = 20_000;
-
-/// Writes the corpus lines as a zstd Parquet file of 8k-row groups (id, user_id, line).
-fn parquet_of(lines: &[u8], path: &Path) {
-    let rows: Vec<&str> = std::str::from_utf8(lines).unwrap().lines().collect();
-    let users: Vec<&str> = rows.iter().map(|l| user(l)).collect();
-    let ids: Vec<String> = (0..rows.len()).map(|i| format!("doc-{i:010}")).collect();
-    let schema = Arc::new(Schema::new(vec![
-        Field::new("id", DataType::Utf8, false),
-        Field::new("user_id", DataType::Utf8, false),
-        Field::new("text", DataType::Utf8, false),
-    ]));
-    let batch = RecordBatch::try_new(
-        schema.clone(),
-        vec![
-            Arc::new(StringArray::from(ids)),
-            Arc::new(StringArray::from(users)),
-            Arc::new(StringArray::from(rows)),
-        ],
-    )
-    .unwrap();
-    let props = WriterProperties::builder()
-        .set_compression(parquet::basic::Compression::ZSTD(Default::default()))
-        .set_max_row_group_row_count(Some(8192))
-        .build();
-    let mut w =
-        ArrowWriter::try_new(std::fs::File::create(path).unwrap(), schema, Some(props)).unwrap();
-    w.write(&batch).unwrap();
-    w.close().unwrap();
-}
 
 fn bench(c: &mut Criterion) {
     let dir = tempfile::tempdir().unwrap();

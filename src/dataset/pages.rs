@@ -27,6 +27,7 @@ use parquet::file::metadata::{
     ColumnChunkMetaData, ColumnIndexBuilder, LevelHistogram, OffsetIndexBuilder, PageEncodingStats,
 };
 use parquet::file::properties::{EnabledStatistics, WriterProperties, WriterVersion};
+use parquet::file::reader::ChunkReader;
 use parquet::file::serialized_reader::SerializedPageReader;
 use parquet::file::statistics::{Statistics, ValueStatistics};
 use parquet::file::writer::{SerializedPageWriter, TrackedWrite};
@@ -90,10 +91,10 @@ impl From<parquet::errors::ParquetError> for Failed {
     }
 }
 
-/// Rewrites the column chunk `chunk`, whose bytes (its byte range in the file) are `data`,
-/// keeping the rows `keep` marks (one per row of its row group).
-pub fn rewrite(
-    data: Bytes,
+/// Rewrites the column chunk `chunk`, read from `file` one page at a time, keeping the rows
+/// `keep` marks (one per row of its row group).
+pub fn rewrite<R: ChunkReader + 'static>(
+    file: Arc<R>,
     chunk: &ColumnChunkMetaData,
     keep: &[bool],
     props: &WriterProperties,
@@ -102,15 +103,14 @@ pub fn rewrite(
     let compression = props.compression(descr.path());
     let codec = Codec::new(compression)
         .ok_or_else(|| Failed::Unsupported(format!("codec {compression:?}")))?;
-    // The rewrite is about the size of the chunk it comes from.
-    let room = usize::try_from(chunk.compressed_size())
+    // The rewrite is about the size of the chunk it comes from (which the untrusted footer
+    // may overstate, but not beyond the file).
+    let room = u64::try_from(chunk.compressed_size())
         .unwrap_or(0)
-        .min(data.len())
-        + (64 << 10);
-    // The page reader reads at the chunk's own file offsets; `data` starts at the chunk.
-    let (start, _) = chunk.byte_range();
-    let source = Arc::new(Offset { start, data });
-    let pages = SerializedPageReader::new(source, chunk, keep.len(), None)?;
+        .min(file.len())
+        .saturating_add(64 << 10);
+    let room = usize::try_from(room).unwrap_or(usize::MAX);
+    let pages = SerializedPageReader::new(file, chunk, keep.len(), None)?;
 
     let mut source = Source {
         pages,
@@ -141,8 +141,8 @@ pub fn rewrite(
 }
 
 /// The input column chunk's pages, read one at a time into the output chunk.
-struct Source<'a> {
-    pages: SerializedPageReader<Offset>,
+struct Source<'a, R: ChunkReader> {
+    pages: SerializedPageReader<R>,
     keep: &'a [bool],
     /// Rows of the row group read so far.
     row: usize,
@@ -153,7 +153,7 @@ struct Source<'a> {
     done: bool,
 }
 
-impl Source<'_> {
+impl<R: ChunkReader> Source<'_, R> {
     /// Adds the kept rows of the next data page to `out`; false once there is none left
     /// (and the pages held as many rows as the row group).
     fn next_page(&mut self, out: &mut Chunk<'_>) -> Result<bool, Failed> {
@@ -358,49 +358,6 @@ impl<'p> Values<'p> {
 fn le_u32(buf: &[u8], at: usize) -> Option<u32> {
     let bytes = buf.get(at..at.checked_add(4)?)?;
     Some(u32::from_le_bytes(bytes.try_into().ok()?))
-}
-
-/// `data` as a chunk reader at the file offset `start`, where it was read from.
-struct Offset {
-    start: u64,
-    data: Bytes,
-}
-
-impl Offset {
-    fn range(&self, at: u64, len: usize) -> parquet::errors::Result<std::ops::Range<usize>> {
-        let from = at
-            .checked_sub(self.start)
-            .and_then(|d| usize::try_from(d).ok())
-            .filter(|&d| d <= self.data.len());
-        let to = from
-            .and_then(|f| f.checked_add(len))
-            .filter(|&t| t <= self.data.len());
-        match (from, to) {
-            (Some(f), Some(t)) => Ok(f..t),
-            _ => Err(parquet::errors::ParquetError::EOF(format!(
-                "{len} bytes at {at} are outside the column chunk"
-            ))),
-        }
-    }
-}
-
-impl parquet::file::reader::Length for Offset {
-    fn len(&self) -> u64 {
-        self.start + self.data.len() as u64
-    }
-}
-
-impl parquet::file::reader::ChunkReader for Offset {
-    type T = bytes::buf::Reader<Bytes>;
-
-    fn get_read(&self, start: u64) -> parquet::errors::Result<Self::T> {
-        let r = self.range(start, 0)?;
-        Ok(bytes::Buf::reader(self.data.slice(r.start..)))
-    }
-
-    fn get_bytes(&self, start: u64, length: usize) -> parquet::errors::Result<Bytes> {
-        Ok(self.data.slice(self.range(start, length)?))
-    }
 }
 
 /// A dictionary page's values, each with its 4-byte length, as a PLAIN page would hold it.
@@ -740,7 +697,11 @@ impl<'a> Chunk<'a> {
 
     /// Reads pages from `source` until at least `n` pages are filled or the pages end (then
     /// the last one is filled too); hands the filled pages over.
-    fn fill(&mut self, source: &mut Source<'_>, n: usize) -> Result<Vec<Pending>, Failed> {
+    fn fill<R: ChunkReader>(
+        &mut self,
+        source: &mut Source<'_, R>,
+        n: usize,
+    ) -> Result<Vec<Pending>, Failed> {
         while self.pending.len() < n && !source.done {
             if !source.next_page(self)? {
                 self.flush_page();

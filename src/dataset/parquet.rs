@@ -9,7 +9,7 @@
 //! Arrow, so that statistics, page index and bloom filters describe only the rows that remain.
 
 use std::fs::File;
-use std::io::{Read, Seek, Write};
+use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
@@ -55,6 +55,11 @@ pub struct ParquetInput {
     /// Parquet reader seeks, so readers on several threads must not share a descriptor.
     path: PathBuf,
     meta: ArrowReaderMetadata,
+    /// The footer without its page index, which every read goes by: rows are decided,
+    /// rewritten and verified from the pages their own headers chain, never from where an
+    /// index says pages are (a file whose index and pages disagree would otherwise be judged
+    /// on one and written from the other). The index is only carried into copied row groups.
+    unindexed: Arc<ParquetMetaData>,
     /// Leaf column index of the subject.
     subject_leaf: usize,
     subject: Vec<String>,
@@ -98,6 +103,11 @@ impl ParquetInput {
         }
         Ok(ParquetInput {
             path: path.to_path_buf(),
+            unindexed: Arc::new(
+                ParquetMetaDataBuilder::new_from_metadata(meta.metadata().as_ref().clone())
+                    .set_page_index(None)
+                    .build(),
+            ),
             meta,
             subject_leaf,
             subject: segments,
@@ -121,9 +131,11 @@ impl ParquetInput {
     }
 
     fn builder(&self) -> Result<ParquetRecordBatchReaderBuilder<File>, String> {
+        let meta = ArrowReaderMetadata::try_new(self.unindexed.clone(), ArrowReaderOptions::new())
+            .map_err(|e| format!("not a readable Parquet file: {e}"))?;
         Ok(ParquetRecordBatchReaderBuilder::new_with_metadata(
             self.open_file()?,
-            self.meta.clone(),
+            meta,
         ))
     }
 
@@ -247,36 +259,12 @@ impl ParquetInput {
             .map(|(chunk, _)| chunk)
             .collect();
         exec::par_map(&chunks, |chunk| {
-            let data = self.chunk_bytes(chunk).map_err(pages::Failed::Corrupt)?;
-            pages::rewrite(data, chunk, keep, props)
+            // A file of its own for each: the page reader moves its file offset.
+            let file = self.open_file().map_err(pages::Failed::Corrupt)?;
+            pages::rewrite(Arc::new(file), chunk, keep, props)
         })
         .into_iter()
         .collect()
-    }
-
-    /// The bytes of a column chunk, read whole. The footer's byte range is untrusted: it
-    /// must lie inside the file before it sizes a read.
-    fn chunk_bytes(&self, chunk: &ColumnChunkMetaData) -> Result<bytes::Bytes, String> {
-        let mut file = self.open_file()?;
-        let size = file
-            .metadata()
-            .map_err(|e| format!("cannot read: {e}"))?
-            .len();
-        let (start, len) = chunk.byte_range();
-        let outside = || format!("column {} lies outside the file", chunk.column_path());
-        let len = start
-            .checked_add(len)
-            .filter(|&end| end <= size)
-            .and_then(|_| usize::try_from(len).ok())
-            .ok_or_else(outside)?;
-        let mut data = Vec::with_capacity(len);
-        file.seek(std::io::SeekFrom::Start(start))
-            .and_then(|_| file.take(len as u64).read_to_end(&mut data))
-            .map_err(|e| format!("cannot read: {e}"))?;
-        if data.len() != len {
-            return Err("the file shrank while being read".into());
-        }
-        Ok(bytes::Bytes::from(data))
     }
 
     /// Decodes the rows `keep` marks of the columns `skip` does not mark and encodes them
@@ -284,9 +272,8 @@ impl ParquetInput {
     /// mask; returns their chunks in column order.
     ///
     /// When the dropped rows are few and in runs (an erasure), the reader skips them as it
-    /// decodes, so they are never copied; it then reads without the page index, whose row
-    /// counts would otherwise decide which pages to skip unchecked. When they are scattered
-    /// (a filter), every row is decoded and the batch filtered.
+    /// decodes, so they are never copied. When they are scattered (a filter), every row is
+    /// decoded and the batch filtered.
     fn through_arrow(
         &self,
         rg: usize,
@@ -314,17 +301,15 @@ impl ParquetInput {
         let selection = RowSelection::from_filters(std::slice::from_ref(&mask));
         let wanted = selection.row_count();
         let skip_rows = keep.len() / selection.iter().count().max(1) >= MIN_SKIPPED_RUN;
+        let builder = ParquetRecordBatchReaderBuilder::new_with_metadata(
+            self.open_file()?,
+            self.for_rewrite(self.unindexed.clone())?,
+        );
         let builder = match skip_rows {
-            true => ParquetRecordBatchReaderBuilder::new_with_metadata(
-                self.open_file()?,
-                self.for_rewrite(self.unindexed())?,
-            )
-            .with_row_selection(selection)
-            .with_row_selection_policy(RowSelectionPolicy::Selectors),
-            false => ParquetRecordBatchReaderBuilder::new_with_metadata(
-                self.open_file()?,
-                self.for_rewrite(self.metadata().clone())?,
-            ),
+            true => builder
+                .with_row_selection(selection)
+                .with_row_selection_policy(RowSelectionPolicy::Selectors),
+            false => builder,
         };
         let projection = ProjectionMask::roots(builder.parquet_schema(), roots.iter().copied());
         let reader = builder
@@ -370,14 +355,6 @@ impl ParquetInput {
             .into_iter()
             .map(|w| w.close().map_err(|e| err(&e)))
             .collect()
-    }
-
-    /// The footer without its page index, for reads that skip rows.
-    fn unindexed(&self) -> Arc<ParquetMetaData> {
-        let meta = ParquetMetaDataBuilder::new_from_metadata(self.metadata().as_ref().clone())
-            .set_page_index(None)
-            .build();
-        Arc::new(meta)
     }
 
     /// How a rewrite decodes `meta`'s row groups: string and binary columns as views into

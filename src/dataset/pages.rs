@@ -679,10 +679,16 @@ impl<'a> Chunk<'a> {
         self.page.extend_from_slice(encoded);
         let value = (at, self.page.len());
         let bytes = &self.page[value.0..value.1];
-        if self.page_min.is_none_or(|(s, e)| bytes < &self.page[s..e]) {
+        if self
+            .page_min
+            .is_none_or(|(s, e)| order(bytes, &self.page[s..e]).is_lt())
+        {
             self.page_min = Some(value);
         }
-        if self.page_max.is_none_or(|(s, e)| bytes > &self.page[s..e]) {
+        if self
+            .page_max
+            .is_none_or(|(s, e)| order(bytes, &self.page[s..e]).is_gt())
+        {
             self.page_max = Some(value);
         }
         self.page_value_bytes += (value.1 - value.0) as i64;
@@ -919,6 +925,19 @@ impl Written {
     }
 }
 
+/// `a` against `b` as unsigned bytes, as slices compare, but settled on their first eight
+/// bytes where those differ: text values mostly do, and a call to `memcmp` per value and
+/// bound was 2.6% of an erasure's time.
+fn order(a: &[u8], b: &[u8]) -> std::cmp::Ordering {
+    if let (Some(x), Some(y)) = (a.first_chunk::<8>(), b.first_chunk::<8>()) {
+        let (x, y) = (u64::from_be_bytes(*x), u64::from_be_bytes(*y));
+        if x != y {
+            return x.cmp(&y);
+        }
+    }
+    a.cmp(b)
+}
+
 /// Whether statistics of `descr` hold UTF-8 text (then truncated on character boundaries).
 fn is_utf8(descr: &ColumnDescriptor) -> bool {
     descr.logical_type_ref() == Some(&LogicalType::String)
@@ -1067,6 +1086,22 @@ mod tests {
             assert!(decode_hybrid(&data, width, 8, &mut Vec::new()).is_err());
         }
         assert!(decode_hybrid(&[2], 33, 1, &mut Vec::new()).is_err());
+    }
+
+    #[test]
+    fn values_order_as_byte_slices_do() {
+        let mut rng = crate::testing::Rng(5);
+        let pick = |rng: &mut crate::testing::Rng| -> Vec<u8> {
+            // Short and long values sharing prefixes, and bytes above 0x7f.
+            let len = rng.pick(&[0, 1, 7, 8, 9, 16, 40]);
+            (0..len)
+                .map(|_| rng.pick(&[b'a', b'b', 0x7f, 0x80, 0xff]))
+                .collect()
+        };
+        for _ in 0..20_000 {
+            let (a, b) = (pick(&mut rng), pick(&mut rng));
+            assert_eq!(order(&a, &b), a.cmp(&b), "{a:?} {b:?}");
+        }
     }
 
     #[test]

@@ -9,7 +9,7 @@
 //! Arrow, so that statistics, page index and bloom filters describe only the rows that remain.
 
 use std::fs::File;
-use std::io::Write;
+use std::io::{BufWriter, Write};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
@@ -454,10 +454,15 @@ pub enum Encoded {
 
 /// A Parquet file being written with an input's schema, metadata and codecs.
 pub struct ParquetOutput<W: Write + Send = crate::dataset::write::AtomicFile> {
-    writer: SerializedFileWriter<W>,
+    /// Over a buffer of its own: the writer copies spliced column chunks (unchanged row
+    /// groups, rewritten pages) 8 KiB at a time, each of which was one `write` to the file.
+    writer: SerializedFileWriter<BufWriter<W>>,
     factory: ArrowRowGroupWriterFactory,
     props: Arc<WriterProperties>,
 }
+
+/// The output buffer's size.
+const OUTPUT_BUFFER: usize = 1 << 20;
 
 impl<W: Write + Send> ParquetOutput<W> {
     pub fn create(input: &ParquetInput, sink: W) -> Result<ParquetOutput<W>, String> {
@@ -488,6 +493,7 @@ impl<W: Write + Send> ParquetOutput<W> {
             }
         }
         let props = Arc::new(props.build());
+        let sink = BufWriter::with_capacity(OUTPUT_BUFFER, sink);
         let writer = SerializedFileWriter::new(sink, schema.root_schema_ptr(), props.clone())
             .map_err(|e| format!("cannot start output: {e}"))?;
         let factory = ArrowRowGroupWriterFactory::new(&writer, input.meta.schema().clone());
@@ -544,9 +550,12 @@ impl<W: Write + Send> ParquetOutput<W> {
 
     /// Writes the footer and hands back the sink.
     pub fn finish(self) -> Result<W, String> {
+        let err = |e: &dyn std::fmt::Display| format!("cannot finish output: {e}");
         self.writer
             .into_inner()
-            .map_err(|e| format!("cannot finish output: {e}"))
+            .map_err(|e| err(&e))?
+            .into_inner()
+            .map_err(|e| err(e.error()))
     }
 }
 

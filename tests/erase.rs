@@ -842,45 +842,10 @@ fn plain_text_pages_with_random_damage_fail_alone_unchanged_or_are_swept() {
         }
     }
     erase_job(&env, &erase_section(""));
-    let out = run_erase(&env, &[]);
+    let stderr = sweep_of_damaged_files(&env, &originals, 10);
     assert!(
-        !out.stderr.contains("panicked") && !out.stderr.contains("internal error"),
-        "{}",
-        out.stderr
-    );
-
-    let p = &env.last_statement()["predicate"];
-    let (mut failed, mut rewritten) = (0, 0);
-    for (path, bytes) in &originals {
-        let i = input(p, path);
-        let now = env.read(path);
-        match (i["status"].as_str().unwrap(), i["output"].is_null()) {
-            ("failed", _) => {
-                failed += 1;
-                assert!(!i["error"].as_str().unwrap().is_empty(), "{path}: {i}");
-                assert_eq!(&now, bytes, "{path}: a failed file is left as it was");
-            }
-            ("ok", true) => assert_eq!(&now, bytes, "{path}: untouched"),
-            ("ok", false) => {
-                rewritten += 1;
-                assert_eq!(i["output"]["sha256"], sha(&now), "{path}");
-            }
-            (status, _) => panic!("{path}: status {status}"),
-        }
-    }
-    assert!(
-        failed > 10 && rewritten > 10,
-        "the damage must be both caught and harmless: {failed} failed, {rewritten} rewritten"
-    );
-    assert_eq!(p["erase"]["verification"]["passed"], true);
-    let names: BTreeSet<String> = walk(&env.path("data"))
-        .iter()
-        .map(|f| format!("data/{}", f.file_name().unwrap().to_string_lossy()))
-        .collect();
-    assert_eq!(
-        names,
-        originals.keys().cloned().collect(),
-        "no temporary file is left"
+        !stderr.contains("internal error"),
+        "the page rewrite met damage with a panic (caught, but a bug): {stderr}"
     );
 }
 
@@ -2016,6 +1981,53 @@ fn an_id_that_looks_like_a_temporary_file_is_still_erased() {
     );
 }
 
+/// Runs the erase job over `originals` (damaged copies of Parquet files, by path) and checks
+/// that each failed alone and was left as it was, or read as Parquet and was swept (its
+/// digest in the report), with at least `min_failed` failures and ten rewrites: no panic
+/// escapes and no temporary file stays. Returns what the job printed on stderr.
+fn sweep_of_damaged_files(
+    env: &Env,
+    originals: &BTreeMap<String, Vec<u8>>,
+    min_failed: usize,
+) -> String {
+    let out = run_erase(env, &[]).expect(1);
+    assert!(!out.stderr.contains("panicked"), "{}", out.stderr);
+    let p = &env.last_statement()["predicate"];
+    let (mut failed, mut rewritten) = (0, 0);
+    for (path, bytes) in originals {
+        let i = input(p, path);
+        let now = env.read(path);
+        match (i["status"].as_str().unwrap(), i["output"].is_null()) {
+            ("failed", _) => {
+                failed += 1;
+                assert!(!i["error"].as_str().unwrap().is_empty(), "{path}: {i}");
+                assert_eq!(&now, bytes, "{path}: a failed file is left as it was");
+            }
+            ("ok", true) => assert_eq!(&now, bytes, "{path}: untouched"),
+            ("ok", false) => {
+                rewritten += 1;
+                assert_eq!(i["output"]["sha256"], sha(&now), "{path}");
+            }
+            (status, _) => panic!("{path}: status {status}"),
+        }
+    }
+    assert!(
+        failed >= min_failed && rewritten > 10,
+        "the damage must be both caught and harmless: {failed} failed, {rewritten} rewritten"
+    );
+    assert_eq!(p["erase"]["verification"]["passed"], true);
+    let names: BTreeSet<String> = walk(&env.path("data"))
+        .iter()
+        .map(|f| format!("data/{}", f.file_name().unwrap().to_string_lossy()))
+        .collect();
+    assert_eq!(
+        names,
+        originals.keys().cloned().collect(),
+        "no temporary file is left"
+    );
+    out.stderr
+}
+
 /// Damaged Parquet files, whatever the damage: each fails alone and is left exactly as it
 /// was, or reads as a Parquet file and is swept; no panic escapes and no temporary file stays.
 #[test]
@@ -2054,42 +2066,7 @@ fn parquet_files_with_random_byte_damage_fail_alone_unchanged_or_are_swept() {
         }
     }
     erase_job(&env, &erase_section(""));
-    let out = run_erase(&env, &[]).expect(1);
-    assert!(!out.stderr.contains("panicked"), "{}", out.stderr);
-
-    let p = &env.last_statement()["predicate"];
-    let (mut failed, mut rewritten) = (0, 0);
-    for (path, bytes) in &originals {
-        let i = input(p, path);
-        let now = env.read(path);
-        match (i["status"].as_str().unwrap(), i["output"].is_null()) {
-            ("failed", _) => {
-                failed += 1;
-                assert!(!i["error"].as_str().unwrap().is_empty(), "{path}: {i}");
-                assert_eq!(&now, bytes, "{path}: a failed file is left as it was");
-            }
-            ("ok", true) => assert_eq!(&now, bytes, "{path}: untouched"),
-            ("ok", false) => {
-                rewritten += 1;
-                assert_eq!(i["output"]["sha256"], sha(&now), "{path}");
-            }
-            (status, _) => panic!("{path}: status {status}"),
-        }
-    }
-    assert!(
-        failed > 50 && rewritten > 10,
-        "the damage must be both caught and harmless: {failed} failed, {rewritten} rewritten"
-    );
-    assert_eq!(p["erase"]["verification"]["passed"], true);
-    let names: BTreeSet<String> = walk(&env.path("data"))
-        .iter()
-        .map(|f| format!("data/{}", f.file_name().unwrap().to_string_lossy()))
-        .collect();
-    assert_eq!(
-        names,
-        originals.keys().cloned().collect(),
-        "no temporary file is left"
-    );
+    sweep_of_damaged_files(&env, &originals, 50);
 }
 
 /// Parquet writers accept repeated names. With two `user_id` columns, or a struct with two

@@ -51,6 +51,26 @@ fn parquet_of(batches: &[&RecordBatch], props: WriterProperties) -> Vec<u8> {
     bytes
 }
 
+/// `doc` (d0, d1, …) and `user_id` columns of `n` rows, the users alice, bob, carol and 1
+/// in turn: rows `i % 4 == 0` and `i % 4 == 3` hold valid consent.
+fn docs_and_users(n: usize) -> [(&'static str, arrow::array::ArrayRef); 2] {
+    use arrow::array::StringArray;
+    use std::sync::Arc;
+    let users = ["alice", "bob", "carol", "1"];
+    [
+        (
+            "doc",
+            Arc::new(StringArray::from_iter_values(
+                (0..n).map(|i| format!("d{i}")),
+            )),
+        ),
+        (
+            "user_id",
+            Arc::new(StringArray::from_iter_values((0..n).map(|i| users[i % 4]))),
+        ),
+    ]
+}
+
 /// Runs a filter job over one fixture and checks the output against the input.
 fn filter_one(name: &str, subject_field: &str, expected_docs: &[&str]) -> Env {
     let env = Env::new();
@@ -425,7 +445,6 @@ fn every_column_type_comes_back_exactly_minus_the_dropped_rows() {
     let env = Env::new();
     consent(&env);
     let n = 3000;
-    let users = ["alice", "bob", "carol", "1"];
     // Values short enough to sit inside a view and long enough to point into a page, nulls,
     // and the same in every container the rewrite decodes.
     let text = |i: usize| match i % 5 {
@@ -459,17 +478,10 @@ fn every_column_type_comes_back_exactly_minus_the_dropped_rows() {
             Arc::new(Int32Array::from_iter_values(0..n as i32)) as ArrayRef,
         ),
     ]);
+    let [doc, user_id] = docs_and_users(n);
     let batch = RecordBatch::try_from_iter([
-        (
-            "doc",
-            Arc::new(StringArray::from_iter_values(
-                (0..n).map(|i| format!("d{i}")),
-            )) as ArrayRef,
-        ),
-        (
-            "user_id",
-            Arc::new(StringArray::from_iter_values((0..n).map(|i| users[i % 4]))) as ArrayRef,
-        ),
+        doc,
+        user_id,
         (
             "text",
             Arc::new(StringArray::from(texts.clone())) as ArrayRef,
@@ -531,19 +543,11 @@ fn a_plain_text_file_of_one_row_group_comes_out_the_same_whatever_the_threads() 
     // One row group of long text stored PLAIN (no dictionary): its pages are compressed
     // by several workers at once when there are several.
     let n = 6000;
-    let users = ["alice", "bob", "carol", "1"];
     let mut rng = Rng(0x7e_47);
+    let [doc, user_id] = docs_and_users(n);
     let batch = RecordBatch::try_from_iter([
-        (
-            "doc",
-            Arc::new(StringArray::from_iter_values(
-                (0..n).map(|i| format!("d{i}")),
-            )) as ArrayRef,
-        ),
-        (
-            "user_id",
-            Arc::new(StringArray::from_iter_values((0..n).map(|i| users[i % 4]))) as ArrayRef,
-        ),
+        doc,
+        user_id,
         (
             "text",
             Arc::new(StringArray::from_iter_values((0..n).map(|_| {

@@ -13,6 +13,7 @@ pub mod dataset;
 pub mod error;
 pub mod exec;
 pub mod job;
+pub mod memory;
 pub mod ops;
 pub mod report;
 pub mod run;

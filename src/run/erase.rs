@@ -241,6 +241,8 @@ pub fn run(job: &Job, args: &RunArgs, started: Timestamp, as_of: Timestamp) -> R
         .ok_or_else(|| Error::spec(&job.spec_path, "an erase job needs [erase]"))?;
     let keys = Keys::load(&job.report, !args.dry_run)?;
     let (subjects, snapshot) = gather(job, spec, as_of)?;
+    // The snapshot (if any) is loaded: from here on, memory freed is kept for reuse.
+    crate::memory::keep_freed_memory();
     let erased = &subjects.erased;
 
     let mut sorted: Vec<&str> = erased.iter().collect();

@@ -144,6 +144,8 @@ fn filter(job: &Job, args: &RunArgs, started: Timestamp, as_of: Timestamp) -> Re
         as_of,
         &consent.rules,
     )?;
+    // The snapshot is loaded: from here on, memory freed is kept for reuse.
+    crate::memory::keep_freed_memory();
     let found = dataset::discover(&job.input)?;
     let identity = journal::Identity {
         job: job.name.clone(),

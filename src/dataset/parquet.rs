@@ -55,11 +55,14 @@ pub struct ParquetInput {
     /// Parquet reader seeks, so readers on several threads must not share a descriptor.
     path: PathBuf,
     meta: ArrowReaderMetadata,
-    /// The footer without its page index, which every read goes by: rows are decided,
-    /// rewritten and verified from the pages their own headers chain, never from where an
-    /// index says pages are (a file whose index and pages disagree would otherwise be judged
-    /// on one and written from the other). The index is only carried into copied row groups.
-    unindexed: Arc<ParquetMetaData>,
+    /// How every read goes: by the footer without its page index, so that rows are
+    /// decided, rewritten and verified from the pages their own headers chain, never from
+    /// where an index says pages are (a file whose index and pages disagree would otherwise
+    /// be judged on one and written from the other). The index is only carried into copied
+    /// row groups. `reading` decodes as the file's schema says; `rewriting` decodes strings
+    /// and binaries as views (see `rewriting`).
+    reading: ArrowReaderMetadata,
+    rewriting: ArrowReaderMetadata,
     /// Leaf column index of the subject.
     subject_leaf: usize,
     subject: Vec<String>,
@@ -101,13 +104,20 @@ impl ParquetInput {
                 segments.join(".")
             ));
         }
+        let unindexed = Arc::new(
+            ParquetMetaDataBuilder::new_from_metadata(meta.metadata().as_ref().clone())
+                .set_page_index(None)
+                .build(),
+        );
+        let unreadable =
+            |e: parquet::errors::ParquetError| format!("not a readable Parquet file: {e}");
+        let reading = ArrowReaderMetadata::try_new(unindexed.clone(), ArrowReaderOptions::new())
+            .map_err(unreadable)?;
+        let rewriting = rewriting(meta.schema(), unindexed).map_err(unreadable)?;
         Ok(ParquetInput {
             path: path.to_path_buf(),
-            unindexed: Arc::new(
-                ParquetMetaDataBuilder::new_from_metadata(meta.metadata().as_ref().clone())
-                    .set_page_index(None)
-                    .build(),
-            ),
+            reading,
+            rewriting,
             meta,
             subject_leaf,
             subject: segments,
@@ -131,11 +141,9 @@ impl ParquetInput {
     }
 
     fn builder(&self) -> Result<ParquetRecordBatchReaderBuilder<File>, String> {
-        let meta = ArrowReaderMetadata::try_new(self.unindexed.clone(), ArrowReaderOptions::new())
-            .map_err(|e| format!("not a readable Parquet file: {e}"))?;
         Ok(ParquetRecordBatchReaderBuilder::new_with_metadata(
             self.open_file()?,
-            meta,
+            self.reading.clone(),
         ))
     }
 
@@ -303,7 +311,7 @@ impl ParquetInput {
         let skip_rows = keep.len() / selection.iter().count().max(1) >= MIN_SKIPPED_RUN;
         let builder = ParquetRecordBatchReaderBuilder::new_with_metadata(
             self.open_file()?,
-            self.for_rewrite(self.unindexed.clone())?,
+            self.rewriting.clone(),
         );
         let builder = match skip_rows {
             true => builder
@@ -356,17 +364,19 @@ impl ParquetInput {
             .map(|w| w.close().map_err(|e| err(&e)))
             .collect()
     }
+}
 
-    /// How a rewrite decodes `meta`'s row groups: string and binary columns as views into
-    /// the decompressed pages, so that neither decoding nor filtering copies their values
-    /// (the encoder reads views as it reads offsets; the output's schema is the input's).
-    /// A file whose schema the reader will not read as views is read as it is.
-    fn for_rewrite(&self, meta: Arc<ParquetMetaData>) -> Result<ArrowReaderMetadata, String> {
-        let views = ArrowReaderOptions::new().with_schema(as_views(self.meta.schema()));
-        ArrowReaderMetadata::try_new(meta.clone(), views)
-            .or_else(|_| ArrowReaderMetadata::try_new(meta, ArrowReaderOptions::new()))
-            .map_err(|e| format!("not a readable Parquet file: {e}"))
-    }
+/// How a rewrite decodes the row groups of `meta`: string and binary columns as views into
+/// the decompressed pages, so that neither decoding nor filtering copies their values (the
+/// encoder reads views as it reads offsets; the output's schema is the input's). A file
+/// whose schema the reader will not read as views is read as it is.
+fn rewriting(
+    schema: &SchemaRef,
+    meta: Arc<ParquetMetaData>,
+) -> parquet::errors::Result<ArrowReaderMetadata> {
+    let views = ArrowReaderOptions::new().with_schema(as_views(schema));
+    ArrowReaderMetadata::try_new(meta.clone(), views)
+        .or_else(|_| ArrowReaderMetadata::try_new(meta, ArrowReaderOptions::new()))
 }
 
 /// `schema` with every string and binary field, top-level or inside structs, as its view

@@ -1,13 +1,19 @@
 //! The erase journal: what an erase job has done so far, so that the same job killed at any
 //! instant and run again finishes the work and signs exactly one report for all of it.
 //!
-//! It lives beside the reports as `.consentry-journal-<job>.json`, is replaced atomically
-//! after every change, and is removed once the report is signed. A rewrite is recorded as
-//! pending (with the digests before and after) before its rename and as done after, so a
-//! run killed between the two tells which happened by hashing the file. Before a cache sweep
-//! removes anything, the entries it found are recorded, so that the re-run of a sweep killed
-//! part-way counts the entries already gone as removed, not as absent. The journal holds
-//! paths, digests, counts and pseudonyms, never a subject id.
+//! It lives beside the reports as `.consentry-journal-<job>.json` and is removed once the
+//! report is signed. It is a JSON Lines file: the first line names the job's identity and
+//! each later line records one change, appended and synced before the change is acted on.
+//! (A journal rewritten whole at every change would cost a job of n files n² bytes and two
+//! renames per file.) A run's first save writes the whole journal afresh, through a temporary
+//! file renamed into place; only a kill during an append can leave a line cut short, and
+//! only as the last line, which reading ignores: the change it began to record was never
+//! acted on. A rewrite is recorded as pending (with the digests before and after) before its
+//! rename and as done after, so a run killed between the two tells which happened by
+//! hashing the file. Before a cache sweep removes anything, the entries it found are
+//! recorded, so that the re-run of a sweep killed part-way counts the entries already gone
+//! as removed, not as absent. The journal holds paths, digests, counts and pseudonyms,
+//! never a subject id.
 //!
 //! The journal belongs to one run at a time: the run holds `.consentry-run-<job>.lock`
 //! beside it, taken when the journal is opened if the report directory exists and at its
@@ -17,6 +23,7 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::io::Write;
+use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 
@@ -76,6 +83,135 @@ struct State {
     output_files: BTreeMap<String, FileId>,
 }
 
+/// One line of the journal file.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+enum Entry {
+    /// The first line, and only the first.
+    Identity(Identity),
+    /// A rewrite of `file`; a later line for the same file replaces an earlier one.
+    Rewrite { file: String, rewrite: Rewrite },
+    /// Entries found under a cache root, added to those found before.
+    CachePlan { root: String, plan: CachePlan },
+    /// What a journal from before cache plans counted as removed from a root.
+    CacheRemoved { root: String, removed: u64 },
+    /// A filter output this job started to write, and the file it is written as.
+    Output {
+        target: String,
+        file: Option<FileId>,
+    },
+    /// The id of the report about to be signed.
+    Signing(String),
+}
+
+impl State {
+    fn new(identity: Identity) -> State {
+        State {
+            identity,
+            files: BTreeMap::new(),
+            cache_plans: BTreeMap::new(),
+            caches: BTreeMap::new(),
+            signing: None,
+            outputs: BTreeSet::new(),
+            output_files: BTreeMap::new(),
+        }
+    }
+
+    fn apply(&mut self, entry: Entry) -> Result<(), &'static str> {
+        match entry {
+            Entry::Identity(_) => return Err("a second identity line"),
+            Entry::Rewrite { file, rewrite } => {
+                self.files.insert(file, rewrite);
+            }
+            Entry::CachePlan { root, plan } => {
+                let known = self.cache_plans.entry(root).or_default();
+                known.entries.extend(plan.entries);
+                known.subjects.extend(plan.subjects);
+            }
+            Entry::CacheRemoved { root, removed } => {
+                self.caches.insert(root, removed);
+            }
+            Entry::Output { target, file } => {
+                if let Some(file) = file {
+                    self.output_files.insert(target.clone(), file);
+                }
+                self.outputs.insert(target);
+            }
+            Entry::Signing(id) => self.signing = Some(id),
+        }
+        Ok(())
+    }
+
+    /// The lines that rebuild this state.
+    fn entries(&self) -> Vec<Entry> {
+        let mut out = vec![Entry::Identity(self.identity.clone())];
+        out.extend(self.files.iter().map(|(file, rewrite)| Entry::Rewrite {
+            file: file.clone(),
+            rewrite: rewrite.clone(),
+        }));
+        out.extend(
+            self.cache_plans
+                .iter()
+                .map(|(root, plan)| Entry::CachePlan {
+                    root: root.clone(),
+                    plan: plan.clone(),
+                }),
+        );
+        out.extend(
+            self.caches
+                .iter()
+                .map(|(root, &removed)| Entry::CacheRemoved {
+                    root: root.clone(),
+                    removed,
+                }),
+        );
+        out.extend(self.outputs.iter().map(|target| Entry::Output {
+            target: target.clone(),
+            file: self.output_files.get(target).copied(),
+        }));
+        out.extend(self.signing.clone().map(Entry::Signing));
+        out
+    }
+
+    /// Reads a journal file: JSON Lines, or the single JSON object journals were before.
+    fn parse(bytes: &[u8]) -> Result<State, String> {
+        if let Ok(state) = serde_json::from_slice::<State>(bytes) {
+            return Ok(state);
+        }
+        let mut state: Option<State> = None;
+        let mut lines = bytes
+            .split_inclusive(|&b| b == b'\n')
+            .enumerate()
+            .peekable();
+        while let Some((n, line)) = lines.next() {
+            let last = lines.peek().is_none();
+            let entry = match serde_json::from_slice::<Entry>(line) {
+                // Only the last line can lack its newline.
+                Ok(entry) if line.ends_with(b"\n") => entry,
+                Err(e) if !last => return Err(format!("line {}: {e}", n + 1)),
+                // A last line cut short by a kill during its append: what it began to
+                // record was never acted on.
+                _ => break,
+            };
+            match (&mut state, entry) {
+                (None, Entry::Identity(identity)) => state = Some(State::new(identity)),
+                (None, _) => return Err("line 1: not the job's identity".into()),
+                (Some(s), entry) => s.apply(entry).map_err(|e| format!("line {}: {e}", n + 1))?,
+            }
+        }
+        state.ok_or_else(|| "empty".into())
+    }
+}
+
+fn encode(entries: &[Entry]) -> std::io::Result<Vec<u8>> {
+    let mut out = Vec::new();
+    for entry in entries {
+        serde_json::to_writer(&mut out, entry).map_err(std::io::Error::other)?;
+        out.push(b'\n');
+    }
+    Ok(out)
+}
+
 pub struct Journal {
     path: PathBuf,
     state: Mutex<State>,
@@ -94,6 +230,8 @@ struct Owner {
     /// Another run took the job while this one worked: every save fails from then on, so
     /// this run never writes a journal or signs a report, even once that run has ended.
     lost: bool,
+    /// The journal file, open for appending, once this run has written it whole.
+    file: Option<std::fs::File>,
 }
 
 /// Why an existing journal cannot be continued.
@@ -158,15 +296,7 @@ impl Journal {
             let taken = take_lock(&path).map_err(|e| Refusal::Lock(lock_path(&path), e))?;
             owner.lock = Some(taken.ok_or_else(|| Refusal::Running(lock_path(&path)))?);
         }
-        let fresh = |identity| State {
-            identity,
-            files: BTreeMap::new(),
-            cache_plans: BTreeMap::new(),
-            caches: BTreeMap::new(),
-            signing: None,
-            outputs: BTreeSet::new(),
-            output_files: BTreeMap::new(),
-        };
+        let fresh = State::new;
         let bytes = match std::fs::read(&path) {
             Ok(b) => b,
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
@@ -184,7 +314,7 @@ impl Journal {
             // The outputs a filter run left unsigned are carried over, so that this run can
             // remove them before writing afresh (they are this job's own, half-done).
             let mut state = fresh(identity);
-            if let Ok(old) = serde_json::from_slice::<State>(&bytes) {
+            if let Ok(old) = State::parse(&bytes) {
                 let dir = path.parent().unwrap_or(Path::new("."));
                 let signed = old
                     .signing
@@ -201,8 +331,7 @@ impl Journal {
                 owner: Mutex::new(owner),
             });
         }
-        let old: State =
-            serde_json::from_slice(&bytes).map_err(|e| Refusal::Unreadable(e.to_string()))?;
+        let old = State::parse(&bytes).map_err(Refusal::Unreadable)?;
         let differs = |what| Err(Refusal::Different(what));
         if old.identity.spec_sha256 != identity.spec_sha256 {
             return differs("job spec");
@@ -225,14 +354,31 @@ impl Journal {
         self.state.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    /// Writes the journal durably, under the report directory's lock. The first save of a
-    /// run that found no report directory takes the run lock; it fails if another run of
-    /// the job took it meanwhile, or left a journal this run did not see.
-    pub fn save(&self) -> std::io::Result<()> {
-        let state = self.lock();
-        let bytes = serde_json::to_vec_pretty(&*state).map_err(std::io::Error::other)?;
-        let dir = self.path.parent().unwrap_or(Path::new("."));
+    /// Applies `entry` and writes it to the journal: appended (and, with `sync`, synced),
+    /// or, at this run's first save, with the whole journal written afresh and synced. The
+    /// first save happens under the report directory's lock; a run that found no report
+    /// directory takes the run lock then, and fails if another run of the job took it
+    /// meanwhile, or left a journal this run did not see. Changes made in memory before the
+    /// first save (`forget_outputs_outside`) reach the file with it.
+    fn save(&self, entry: Entry, sync: bool) -> std::io::Result<()> {
+        let mut state = self.lock();
+        let line = encode(std::slice::from_ref(&entry))?;
+        state.apply(entry).map_err(std::io::Error::other)?;
         let mut owner = self.owner.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(file) = &mut owner.file {
+            let appended = file.write_all(&line).and_then(|()| match sync {
+                true => file.sync_data(),
+                false => Ok(()),
+            });
+            if appended.is_ok() {
+                return appended;
+            }
+            // The file may end in part of this line: the next save writes it whole.
+            owner.file = None;
+            return appended;
+        }
+        let bytes = encode(&state.entries())?;
+        let dir = self.path.parent().unwrap_or(Path::new("."));
         crate::report::chain::locked(dir, || {
             let meanwhile = || {
                 crate::Error::Usage(format!(
@@ -257,24 +403,30 @@ impl Journal {
                 }
                 owner.lock = taken;
             }
-            let mut f = AtomicFile::create(&self.path, 0o600)
-                .map_err(|e| crate::Error::io("cannot write journal", &self.path, e))?;
-            f.write_all(&bytes)
-                .map_err(|e| crate::Error::io("cannot write journal", &self.path, e))?;
-            f.commit(Replace::Always)
-                .map_err(|e| crate::Error::io("cannot write journal", &self.path, e))?;
+            let failed = |e| crate::Error::io("cannot write journal", &self.path, e);
+            let mut f = AtomicFile::create(&self.path, 0o600).map_err(failed)?;
+            f.write_all(&bytes).map_err(failed)?;
+            f.commit(Replace::Always).map_err(failed)?;
             owner.replaces = true;
+            owner.file = Some(
+                std::fs::OpenOptions::new()
+                    .append(true)
+                    .custom_flags(libc::O_NOFOLLOW)
+                    .open(&self.path)
+                    .map_err(failed)?,
+            );
             Ok(())
         })
         .map_err(|e| std::io::Error::other(e.to_string()))
     }
 
     /// Records a rewrite about to be renamed into place (`done = false`) or renamed (`true`).
+    /// A pending rewrite is synced before it returns; a done one is not (the file's digest
+    /// tells a re-run whether the rename happened), and reaches the disk with the next save.
     pub fn record(&self, file: &Path, rewrite: Rewrite) -> std::io::Result<()> {
-        self.lock()
-            .files
-            .insert(file.display().to_string(), rewrite);
-        self.save()
+        let sync = !rewrite.done;
+        let file = file.display().to_string();
+        self.save(Entry::Rewrite { file, rewrite }, sync)
     }
 
     /// What an earlier run rewrote at `file`, if that rewrite is what the file holds now
@@ -291,20 +443,24 @@ impl Journal {
     /// Adds what a cache sweep found under `root` to the plan, durably, before it removes
     /// anything.
     pub fn plan_cache(&self, root: &Path, found: CachePlan) -> std::io::Result<()> {
-        {
-            let mut state = self.lock();
-            let plan = state
-                .cache_plans
-                .entry(root.display().to_string())
-                .or_default();
-            let before = (plan.entries.len(), plan.subjects.len());
-            plan.entries.extend(found.entries);
-            plan.subjects.extend(found.subjects);
-            if (plan.entries.len(), plan.subjects.len()) == before {
-                return Ok(());
-            }
+        let root = root.display().to_string();
+        let new = {
+            let state = self.lock();
+            let known = state.cache_plans.get(&root);
+            let knows = |set: &BTreeSet<String>, item: &String| set.contains(item);
+            found
+                .entries
+                .iter()
+                .any(|e| !known.is_some_and(|k| knows(&k.entries, e)))
+                || found
+                    .subjects
+                    .iter()
+                    .any(|s| !known.is_some_and(|k| knows(&k.subjects, s)))
+        };
+        match new {
+            true => self.save(Entry::CachePlan { root, plan: found }, true),
+            false => Ok(()),
         }
-        self.save()
     }
 
     /// What an earlier run of this job found under `root` before it began removing.
@@ -330,15 +486,21 @@ impl Journal {
     /// killed filter job can tell the files this job made from anything that was there
     /// before, or was put there since.
     pub fn add_output(&self, target: &Path, file: FileId) -> std::io::Result<()> {
-        let key = target.display().to_string();
-        let mut state = self.lock();
-        let new = state.outputs.insert(key.clone());
-        let moved = state.output_files.insert(key, file) != Some(file);
-        drop(state);
-        if new || moved {
-            self.save()?;
+        let target = target.display().to_string();
+        let known = {
+            let state = self.lock();
+            state.outputs.contains(&target) && state.output_files.get(&target) == Some(&file)
+        };
+        match known {
+            true => Ok(()),
+            false => self.save(
+                Entry::Output {
+                    target,
+                    file: Some(file),
+                },
+                true,
+            ),
         }
-        Ok(())
     }
 
     /// The outputs an interrupted run of this job started to write.
@@ -372,8 +534,7 @@ impl Journal {
     }
 
     pub fn mark_signing(&self, job_id: &str) -> std::io::Result<()> {
-        self.lock().signing = Some(job_id.to_string());
-        self.save()
+        self.save(Entry::Signing(job_id.to_string()), true)
     }
 
     pub fn signing(&self) -> Option<String> {
@@ -430,6 +591,102 @@ mod tests {
         assert_eq!(again.cache_removed_before_plans(root), 7);
         assert_eq!(again.cache_plan(root).entries.len(), 1);
         assert_eq!(again.cache_plan(Path::new("/other")).subjects.len(), 0);
+    }
+
+    fn rewrite(n: u64, done: bool) -> Rewrite {
+        Rewrite {
+            sha256_before: format!("before-{n}"),
+            bytes_before: n,
+            sha256_after: format!("after-{n}"),
+            rows_in: n,
+            rows_removed: 1,
+            done,
+        }
+    }
+
+    #[test]
+    fn each_change_appends_one_line_and_a_resumed_run_reads_them_all() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = Journal::path_for(dir.path(), "e");
+        let journal =
+            Journal::open(path.clone(), identity(), false, true).unwrap_or_else(|_| panic!());
+        let mut sizes = Vec::new();
+        for n in 0..500 {
+            let file = PathBuf::from(format!("/data/part-{n:04}.jsonl"));
+            journal.record(&file, rewrite(n, false)).unwrap();
+            journal.record(&file, rewrite(n, true)).unwrap();
+            sizes.push(std::fs::metadata(&path).unwrap().len());
+        }
+        // Linear growth: the last change costs what the second did, not 500 times that.
+        let step = |i: usize| sizes[i] - sizes[i - 1];
+        assert!(step(499) < 2 * step(1), "{} then {}", step(1), step(499));
+        let text = std::fs::read_to_string(&path).unwrap();
+        assert_eq!(text.lines().count(), 1 + 2 * 500);
+        drop(journal);
+
+        let resumed = Journal::open(path, identity(), false, true).unwrap_or_else(|_| panic!());
+        assert!(resumed.resumed);
+        let last = Path::new("/data/part-0499.jsonl");
+        let got = resumed
+            .earlier(last, "after-499")
+            .expect("the last rewrite is known");
+        assert!(got.done);
+        assert_eq!(got.sha256_before, "before-499");
+        assert!(resumed.earlier(last, "after-498").is_none());
+        assert_eq!(resumed.lock().files.len(), 500);
+    }
+
+    #[test]
+    fn a_last_line_cut_short_is_ignored_and_a_broken_line_before_it_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = Journal::path_for(dir.path(), "e");
+        let journal =
+            Journal::open(path.clone(), identity(), false, true).unwrap_or_else(|_| panic!());
+        for n in 0..3 {
+            let file = PathBuf::from(format!("/data/{n}.jsonl"));
+            journal.record(&file, rewrite(n, false)).unwrap();
+        }
+        drop(journal);
+        let whole = std::fs::read(&path).unwrap();
+        // A kill during the append of the fourth record, at every byte of it.
+        let fourth = {
+            let mut line = serde_json::to_vec(&Entry::Rewrite {
+                file: "/data/3.jsonl".into(),
+                rewrite: rewrite(3, false),
+            })
+            .unwrap();
+            line.push(b'\n');
+            line
+        };
+        for cut in 0..fourth.len() {
+            let mut bytes = whole.clone();
+            bytes.extend_from_slice(&fourth[..cut]);
+            std::fs::write(&path, &bytes).unwrap();
+            let j = Journal::open(path.clone(), identity(), false, true)
+                .unwrap_or_else(|_| panic!("cut at {cut}: the journal must resume"));
+            assert_eq!(j.lock().files.len(), 3, "cut at {cut}");
+            // Its first save writes the journal whole again, without the cut line.
+            j.record(Path::new("/data/9.jsonl"), rewrite(9, false))
+                .unwrap();
+            let text = std::fs::read_to_string(&path).unwrap();
+            assert_eq!(text.lines().count(), 5, "cut at {cut}");
+            assert!(text.ends_with('\n'));
+        }
+        // A broken line followed by others is not a cut append: the journal is unreadable.
+        let mut bytes = whole.clone();
+        let first_end = bytes.iter().position(|&b| b == b'\n').unwrap();
+        bytes[first_end + 5] = b'#';
+        std::fs::write(&path, &bytes).unwrap();
+        match Journal::open(path.clone(), identity(), false, true) {
+            Err(Refusal::Unreadable(e)) => assert!(e.contains("line 2"), "{e}"),
+            _ => panic!("a broken line inside the journal must be refused"),
+        }
+        // Nor is a file that does not open with the job's identity a journal to resume.
+        std::fs::write(&path, &whole[first_end + 1..]).unwrap();
+        match Journal::open(path, identity(), false, true) {
+            Err(Refusal::Unreadable(e)) => assert!(e.contains("identity"), "{e}"),
+            _ => panic!("a journal without its identity must be refused"),
+        }
     }
 
     #[test]

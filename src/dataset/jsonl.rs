@@ -64,6 +64,9 @@ pub struct LineReader {
     /// The chunk size last asked for: a buffer grown far past it for a long line is freed
     /// rather than kept.
     size: usize,
+    /// For a plain file, the bytes its size says are left to read: a chunk's buffer is no
+    /// larger than they need (a file of a few lines does not get a zeroed megabyte).
+    left: Option<u64>,
     eof: bool,
     chunks: u64,
 }
@@ -86,8 +89,13 @@ impl LineReader {
     /// Opens a file; `hash` says whether to compute its sha256 on the way (`finish`).
     pub fn open(path: &Path, codec: Codec, on_read: OnRead, hash: bool) -> io::Result<LineReader> {
         let stats = Arc::new(Mutex::new(RawStats::default()));
+        let file = File::open(path)?;
+        let left = match codec {
+            Codec::None => Some(file.metadata()?.len()),
+            _ => None,
+        };
         let raw = HashingReader {
-            inner: File::open(path)?,
+            inner: file,
             hash,
             stats: Arc::clone(&stats),
             on_read,
@@ -106,6 +114,7 @@ impl LineReader {
             carry: Vec::new(),
             spare: Vec::new(),
             size: 0,
+            left,
             eof: false,
             chunks: 0,
         })
@@ -116,8 +125,18 @@ impl LineReader {
     pub fn next_chunk(&mut self, size: usize) -> io::Result<Option<Chunk>> {
         let size = size.max(1);
         self.size = size;
+        if self.eof {
+            // The last read took everything up to the end: no line was carried over.
+            return Ok(None);
+        }
         let mut buf = self.spare.pop().unwrap_or_default();
         let mut target = size.max(self.carry.len() + size / 2);
+        // (Once a file has grown past the size it had at the open, no longer.)
+        if let Some(left) = self.left.filter(|&left| left > 0) {
+            // One byte more than is left, so that the read loop meets the end of the file.
+            let need = usize::try_from(left).unwrap_or(usize::MAX);
+            target = target.min(self.carry.len().saturating_add(need).saturating_add(1));
+        }
         if buf.len() < target {
             buf.resize(target, 0);
         }
@@ -131,7 +150,10 @@ impl LineReader {
             while !self.eof && len < target {
                 match self.src.read(&mut buf[len..target]) {
                     Ok(0) => self.eof = true,
-                    Ok(n) => len += n,
+                    Ok(n) => {
+                        len += n;
+                        self.left = self.left.map(|left| left.saturating_sub(n as u64));
+                    }
                     Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
                     Err(e) => return Err(e),
                 }
@@ -256,6 +278,42 @@ mod tests {
                 assert_eq!(c.last(), Some(&b'\n'), "size {size}: a chunk ends mid-line");
             }
         }
+    }
+
+    #[test]
+    fn a_plain_file_gets_buffers_no_larger_than_it_and_is_read_whole_if_it_grows() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("in");
+        std::fs::write(&path, "{\"n\":1}\n{\"n\":2}\n").unwrap();
+        let mut reader = LineReader::open(&path, Codec::None, Arc::new(|_| {}), true).unwrap();
+        let only = reader.next_chunk(1 << 20).unwrap().unwrap();
+        assert_eq!(only.data(), b"{\"n\":1}\n{\"n\":2}\n");
+        assert!(only.buf.len() < 64, "a {}-byte buffer", only.buf.len());
+        reader.recycle(only);
+        assert!(reader.next_chunk(1 << 20).unwrap().is_none());
+
+        // Lines appended between the open and the reads are read too, in chunks of the
+        // size asked for, not of the size the file had.
+        let mut reader = LineReader::open(&path, Codec::None, Arc::new(|_| {}), true).unwrap();
+        let more: Vec<u8> = (3..2000)
+            .flat_map(|i| format!("{{\"n\":{i}}}\n").into_bytes())
+            .chain(*b"{\"n\":0}")
+            .collect();
+        let mut f = std::fs::OpenOptions::new()
+            .append(true)
+            .open(&path)
+            .unwrap();
+        f.write_all(&more).unwrap();
+        let (mut all, mut chunks) = (Vec::new(), 0);
+        while let Some(chunk) = reader.next_chunk(4096).unwrap() {
+            all.extend_from_slice(chunk.data());
+            chunks += 1;
+            reader.recycle(chunk);
+        }
+        assert_eq!(&all[..16], b"{\"n\":1}\n{\"n\":2}\n");
+        assert_eq!(&all[16..], &more[..]);
+        assert!(chunks <= 2 + all.len() / 2048, "{chunks} chunks");
+        assert_eq!(reader.finish().1, all.len() as u64);
     }
 
     #[test]

@@ -575,9 +575,10 @@ mod tests {
     use arrow::array::{ArrayRef, BinaryArray, LargeStringArray, RecordBatch};
     use parquet::arrow::ArrowWriter;
     use parquet::basic::{BoundaryOrder, Compression, GzipLevel, ZstdLevel};
-    use parquet::file::metadata::ParquetMetaDataReader;
+    use parquet::file::metadata::{ParquetMetaDataReader, ParquetMetaDataWriter};
     use parquet::file::page_index::column_index::ColumnIndexMetaData;
     use parquet::file::properties::WriterVersion;
+    use parquet::file::reader::{FileReader, SerializedFileReader};
 
     use crate::testing::Rng;
 
@@ -889,6 +890,97 @@ mod tests {
         assert!(
             taken > 100,
             "the page rewrite took only {taken} column chunks"
+        );
+    }
+
+    /// `file` with its footer rewritten to say that column `column`'s chunks hold PLAIN
+    /// values only, whatever their pages say.
+    fn claiming_plain(file: &[u8], column: usize) -> Vec<u8> {
+        let meta = ParquetMetaDataReader::new()
+            .parse_and_finish(&bytes::Bytes::copy_from_slice(file))
+            .unwrap();
+        let tail = file.len() - 8;
+        let footer = u32::from_le_bytes(file[tail..tail + 4].try_into().unwrap()) as usize;
+        let groups = meta
+            .row_groups()
+            .iter()
+            .map(|rg| {
+                let columns = rg.columns().iter().enumerate().map(|(c, chunk)| match c {
+                    c if c == column => chunk
+                        .clone()
+                        .into_builder()
+                        .set_encodings(vec![Encoding::PLAIN, Encoding::RLE])
+                        .build()
+                        .unwrap(),
+                    _ => chunk.clone(),
+                });
+                rg.clone()
+                    .into_builder()
+                    .set_column_metadata(columns.collect())
+                    .build()
+                    .unwrap()
+            })
+            .collect();
+        let meta = meta.into_builder().set_row_groups(groups).build();
+        let mut out = file[..tail - footer].to_vec();
+        ParquetMetaDataWriter::new(&mut out, &meta)
+            .finish()
+            .unwrap();
+        out
+    }
+
+    /// A footer can list encodings its pages do not use. The page rewrite, chosen from the
+    /// footer, meets a page it does not read and hands the row group to Arrow whole.
+    #[test]
+    fn a_chunk_whose_pages_belie_its_footer_is_rewritten_through_arrow() {
+        let mut rng = Rng(0xde17a);
+        let text = ColumnPath::from("text");
+        let props = WriterProperties::builder()
+            .set_compression(Compression::ZSTD(ZstdLevel::default()))
+            .set_column_dictionary_enabled(text.clone(), false)
+            .set_column_encoding(text, Encoding::DELTA_LENGTH_BYTE_ARRAY)
+            .set_data_page_size_limit(4096)
+            .set_max_row_group_row_count(Some(300))
+            .build();
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("in.parquet");
+        std::fs::write(&path, claiming_plain(&file(&mut rng, 700, props), 1)).unwrap();
+        let input = ParquetInput::open(&path, &SubjectPath::parse("user_id").unwrap()).unwrap();
+        let meta = input.metadata();
+        let chunk = meta.row_group(0).column(1);
+        assert_eq!(chunk.column_path().string(), "text");
+        let pages_say: Vec<Encoding> = SerializedFileReader::new(File::open(&path).unwrap())
+            .unwrap()
+            .get_row_group(0)
+            .unwrap()
+            .get_column_page_reader(1)
+            .unwrap()
+            .map(|p| p.unwrap().encoding())
+            .collect();
+        assert!(
+            pages_say.contains(&Encoding::DELTA_LENGTH_BYTE_ARRAY),
+            "{pages_say:?}"
+        );
+        let out = ParquetOutput::create(&input, Vec::new()).unwrap();
+        assert!(
+            pages::takes(chunk.column_descr(), chunk, &out.props),
+            "the footer alone sends the chunk to the page rewrite"
+        );
+
+        let keep: Vec<Vec<bool>> = (0..input.row_groups())
+            .map(|rg| (0..input.rows(rg)).map(|_| rng.chance(80)).collect())
+            .collect();
+        let (tried, by_pages) = rewrite(&input, &keep, true, (4096, 20_000));
+        let (by_arrow, _) = rewrite(&input, &keep, false, (4096, 20_000));
+        assert!(
+            by_pages.iter().all(|&(_, c)| c != 1),
+            "the text column went by pages: {by_pages:?}"
+        );
+        assert_eq!(batches(&tried), batches(&by_arrow));
+        let kept: usize = keep.iter().flatten().filter(|&&k| k).count();
+        assert_eq!(
+            batches(&tried).iter().map(|b| b.num_rows()).sum::<usize>(),
+            kept
         );
     }
 }

@@ -562,6 +562,12 @@ mod tests {
         }
     }
 
+    /// Opens (or resumes) the journal at `path` for `identity()`, taking its lock.
+    fn opened(path: &Path) -> Journal {
+        Journal::open(path.to_path_buf(), identity(), false, true)
+            .unwrap_or_else(|_| panic!("the journal at {} opens", path.display()))
+    }
+
     #[test]
     fn a_journal_from_before_cache_plans_keeps_its_cache_count_through_later_saves() {
         let dir = tempfile::tempdir().unwrap();
@@ -575,8 +581,7 @@ mod tests {
         std::fs::write(&path, serde_json::to_vec(&old).unwrap()).unwrap();
         let root = Path::new("/data/cache");
 
-        let journal =
-            Journal::open(path.clone(), identity(), false, true).unwrap_or_else(|_| panic!());
+        let journal = opened(&path);
         assert!(journal.resumed);
         assert_eq!(journal.cache_removed_before_plans(root), 7);
         assert!(journal.cache_plan(root).entries.is_empty());
@@ -587,7 +592,7 @@ mod tests {
         journal.plan_cache(root, found).unwrap();
         drop(journal);
 
-        let again = Journal::open(path, identity(), false, true).unwrap_or_else(|_| panic!());
+        let again = opened(&path);
         assert_eq!(again.cache_removed_before_plans(root), 7);
         assert_eq!(again.cache_plan(root).entries.len(), 1);
         assert_eq!(again.cache_plan(Path::new("/other")).subjects.len(), 0);
@@ -608,8 +613,7 @@ mod tests {
     fn each_change_appends_one_line_and_a_resumed_run_reads_them_all() {
         let dir = tempfile::tempdir().unwrap();
         let path = Journal::path_for(dir.path(), "e");
-        let journal =
-            Journal::open(path.clone(), identity(), false, true).unwrap_or_else(|_| panic!());
+        let journal = opened(&path);
         let mut sizes = Vec::new();
         for n in 0..500 {
             let file = PathBuf::from(format!("/data/part-{n:04}.jsonl"));
@@ -624,7 +628,7 @@ mod tests {
         assert_eq!(text.lines().count(), 1 + 2 * 500);
         drop(journal);
 
-        let resumed = Journal::open(path, identity(), false, true).unwrap_or_else(|_| panic!());
+        let resumed = opened(&path);
         assert!(resumed.resumed);
         let last = Path::new("/data/part-0499.jsonl");
         let got = resumed
@@ -640,8 +644,7 @@ mod tests {
     fn a_last_line_cut_short_is_ignored_and_a_broken_line_before_it_refused() {
         let dir = tempfile::tempdir().unwrap();
         let path = Journal::path_for(dir.path(), "e");
-        let journal =
-            Journal::open(path.clone(), identity(), false, true).unwrap_or_else(|_| panic!());
+        let journal = opened(&path);
         for n in 0..3 {
             let file = PathBuf::from(format!("/data/{n}.jsonl"));
             journal.record(&file, rewrite(n, false)).unwrap();
@@ -693,7 +696,7 @@ mod tests {
     fn a_discarded_runs_outputs_outside_the_new_root_are_forgotten() {
         let dir = tempfile::tempdir().unwrap();
         let path = Journal::path_for(dir.path(), "e");
-        let old = Journal::open(path.clone(), identity(), false, true).unwrap_or_else(|_| panic!());
+        let old = opened(&path);
         output(&old, "/old-out/x").unwrap();
         output(&old, "/out/a").unwrap();
         drop(old);
@@ -709,7 +712,7 @@ mod tests {
         );
         output(&new, "/out/b").unwrap();
         drop(new);
-        let resumed = Journal::open(path, identity(), false, true).unwrap_or_else(|_| panic!());
+        let resumed = opened(&path);
         assert_eq!(
             resumed.outputs(),
             [PathBuf::from("/out/a"), PathBuf::from("/out/b")]
@@ -720,8 +723,7 @@ mod tests {
     fn a_dry_run_takes_no_lock_and_creates_nothing() {
         let dir = tempfile::tempdir().unwrap();
         let path = Journal::path_for(dir.path(), "e");
-        let real =
-            Journal::open(path.clone(), identity(), false, true).unwrap_or_else(|_| panic!());
+        let real = opened(&path);
         let dry = Journal::open(path.clone(), identity(), false, false);
         assert!(dry.is_ok(), "a dry run runs beside a real one");
         drop((real, dry));
@@ -744,8 +746,7 @@ mod tests {
     fn a_journal_belongs_to_one_run_at_a_time() {
         let dir = tempfile::tempdir().unwrap();
         let path = Journal::path_for(dir.path(), "e");
-        let first =
-            Journal::open(path.clone(), identity(), false, true).unwrap_or_else(|_| panic!());
+        let first = opened(&path);
         output(&first, "/out/a").unwrap();
         // A second run (a copy of the spec, say) neither resumes nor discards it.
         for discard in [false, true] {
@@ -757,7 +758,7 @@ mod tests {
             }
         }
         drop(first);
-        let resumed = Journal::open(path, identity(), false, true).unwrap_or_else(|_| panic!());
+        let resumed = opened(&path);
         assert!(resumed.resumed);
         assert_eq!(resumed.outputs(), [PathBuf::from("/out/a")]);
     }
@@ -766,13 +767,11 @@ mod tests {
     fn a_run_that_found_no_report_dir_stops_at_its_first_save_if_another_run_took_the_job() {
         let dir = tempfile::tempdir().unwrap();
         let path = Journal::path_for(&dir.path().join("reports"), "e");
-        let early =
-            Journal::open(path.clone(), identity(), false, true).unwrap_or_else(|_| panic!());
+        let early = opened(&path);
         let late_while_held = Journal::open(path.clone(), identity(), false, true);
         assert!(late_while_held.is_ok(), "no directory, no lock yet");
         std::fs::create_dir(dir.path().join("reports")).unwrap();
-        let other =
-            Journal::open(path.clone(), identity(), false, true).unwrap_or_else(|_| panic!());
+        let other = opened(&path);
         let err = output(&early, "/out/a").unwrap_err();
         assert!(err.to_string().contains("another run of job e"), "{err}");
         assert!(!path.exists(), "nothing saved");
@@ -781,8 +780,7 @@ mod tests {
         // The other run is gone, but it left a journal this run never saw.
         let err = output(&early, "/out/a2").unwrap_err();
         assert!(err.to_string().contains("another run of job e"), "{err}");
-        let left =
-            Journal::open(path.clone(), identity(), false, true).unwrap_or_else(|_| panic!());
+        let left = opened(&path);
         assert_eq!(left.outputs(), [PathBuf::from("/out/b")]);
         left.remove().unwrap();
         // Lost for good: with the other run finished and its journal gone, this run still

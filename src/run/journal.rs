@@ -3,12 +3,12 @@
 //!
 //! It lives beside the reports as `.consentry-journal-<job>.json` and is removed once the
 //! report is signed. It is a JSON Lines file: the first line names the job's identity and
-//! each later line records one change, appended and synced before the change is acted on.
+//! each later line records one change, appended and synced before anything else happens.
 //! (A journal rewritten whole at every change would cost a job of n files n² bytes and two
 //! renames per file.) A run's first save writes the whole journal afresh, through a temporary
 //! file renamed into place; only a kill during an append can leave a line cut short, and
-//! only as the last line, which reading ignores: the change it began to record was never
-//! acted on. A rewrite is recorded as pending (with the digests before and after) before its
+//! only as the last line, without its newline, which reading ignores: the change it began to
+//! record was never acted on. A rewrite is recorded as pending (with the digests before and after) before its
 //! rename and as done after, so a run killed between the two tells which happened by
 //! hashing the file. Before a cache sweep removes anything, the entries it found are
 //! recorded, so that the re-run of a sweep killed part-way counts the entries already gone
@@ -185,14 +185,14 @@ impl State {
             .peekable();
         while let Some((n, line)) = lines.next() {
             let last = lines.peek().is_none();
-            let entry = match serde_json::from_slice::<Entry>(line) {
-                // Only the last line can lack its newline.
-                Ok(entry) if line.ends_with(b"\n") => entry,
-                Err(e) if !last => return Err(format!("line {}: {e}", n + 1)),
-                // A last line cut short by a kill during its append: what it began to
-                // record was never acted on.
-                _ => break,
-            };
+            // A last line without its newline was cut short by a kill during its append:
+            // what it began to record was never acted on. (Only the last line can be: each
+            // is synced before the next is written.) Any other line must be whole.
+            if last && !line.ends_with(b"\n") {
+                break;
+            }
+            let entry = serde_json::from_slice::<Entry>(line)
+                .map_err(|e| format!("line {}: {e}", n + 1))?;
             match (&mut state, entry) {
                 (None, Entry::Identity(identity)) => state = Some(State::new(identity)),
                 (None, _) => return Err("line 1: not the job's identity".into()),
@@ -354,22 +354,20 @@ impl Journal {
         self.state.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    /// Applies `entry` and writes it to the journal: appended (and, with `sync`, synced),
-    /// or, at this run's first save, with the whole journal written afresh and synced. The
+    /// Applies `entry` and writes it to the journal durably: appended and synced, or, at
+    /// this run's first save, with the whole journal written afresh and synced. (Every line
+    /// is synced before the next is written, so only the last can ever be cut short.) The
     /// first save happens under the report directory's lock; a run that found no report
     /// directory takes the run lock then, and fails if another run of the job took it
     /// meanwhile, or left a journal this run did not see. Changes made in memory before the
     /// first save (`forget_outputs_outside`) reach the file with it.
-    fn save(&self, entry: Entry, sync: bool) -> std::io::Result<()> {
+    fn save(&self, entry: Entry) -> std::io::Result<()> {
         let mut state = self.lock();
         let line = encode(std::slice::from_ref(&entry))?;
         state.apply(entry).map_err(std::io::Error::other)?;
         let mut owner = self.owner.lock().unwrap_or_else(|p| p.into_inner());
         if let Some(file) = &mut owner.file {
-            let appended = file.write_all(&line).and_then(|()| match sync {
-                true => file.sync_data(),
-                false => Ok(()),
-            });
+            let appended = file.write_all(&line).and_then(|()| file.sync_data());
             if appended.is_ok() {
                 return appended;
             }
@@ -421,12 +419,9 @@ impl Journal {
     }
 
     /// Records a rewrite about to be renamed into place (`done = false`) or renamed (`true`).
-    /// A pending rewrite is synced before it returns; a done one is not (the file's digest
-    /// tells a re-run whether the rename happened), and reaches the disk with the next save.
     pub fn record(&self, file: &Path, rewrite: Rewrite) -> std::io::Result<()> {
-        let sync = !rewrite.done;
         let file = file.display().to_string();
-        self.save(Entry::Rewrite { file, rewrite }, sync)
+        self.save(Entry::Rewrite { file, rewrite })
     }
 
     /// What an earlier run rewrote at `file`, if that rewrite is what the file holds now
@@ -458,7 +453,7 @@ impl Journal {
                     .any(|s| !known.is_some_and(|k| knows(&k.subjects, s)))
         };
         match new {
-            true => self.save(Entry::CachePlan { root, plan: found }, true),
+            true => self.save(Entry::CachePlan { root, plan: found }),
             false => Ok(()),
         }
     }
@@ -493,13 +488,10 @@ impl Journal {
         };
         match known {
             true => Ok(()),
-            false => self.save(
-                Entry::Output {
-                    target,
-                    file: Some(file),
-                },
-                true,
-            ),
+            false => self.save(Entry::Output {
+                target,
+                file: Some(file),
+            }),
         }
     }
 
@@ -534,7 +526,7 @@ impl Journal {
     }
 
     pub fn mark_signing(&self, job_id: &str) -> std::io::Result<()> {
-        self.save(Entry::Signing(job_id.to_string()), true)
+        self.save(Entry::Signing(job_id.to_string()))
     }
 
     pub fn signing(&self) -> Option<String> {
@@ -614,16 +606,21 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let path = Journal::path_for(dir.path(), "e");
         let journal = opened(&path);
-        let mut sizes = Vec::new();
+        // A second name for the file the first save writes: appends land in it too, where
+        // a journal replaced whole at each change would leave it behind.
+        let witness = dir.path().join("witness");
         for n in 0..500 {
             let file = PathBuf::from(format!("/data/part-{n:04}.jsonl"));
             journal.record(&file, rewrite(n, false)).unwrap();
+            if n == 0 {
+                std::fs::hard_link(&path, &witness).unwrap();
+            }
             journal.record(&file, rewrite(n, true)).unwrap();
-            sizes.push(std::fs::metadata(&path).unwrap().len());
         }
-        // Linear growth: the last change costs what the second did, not 500 times that.
-        let step = |i: usize| sizes[i] - sizes[i - 1];
-        assert!(step(499) < 2 * step(1), "{} then {}", step(1), step(499));
+        assert!(
+            std::fs::read(&witness).unwrap() == std::fs::read(&path).unwrap(),
+            "the journal was written again whole, not appended to"
+        );
         let text = std::fs::read_to_string(&path).unwrap();
         assert_eq!(text.lines().count(), 1 + 2 * 500);
         drop(journal);
@@ -668,12 +665,27 @@ mod tests {
             let j = Journal::open(path.clone(), identity(), false, true)
                 .unwrap_or_else(|_| panic!("cut at {cut}: the journal must resume"));
             assert_eq!(j.lock().files.len(), 3, "cut at {cut}");
-            // Its first save writes the journal whole again, without the cut line.
+            // Its first save writes the journal whole again, without the cut line, so the
+            // record it saves is read back.
             j.record(Path::new("/data/9.jsonl"), rewrite(9, false))
                 .unwrap();
+            drop(j);
             let text = std::fs::read_to_string(&path).unwrap();
             assert_eq!(text.lines().count(), 5, "cut at {cut}");
-            assert!(text.ends_with('\n'));
+            let again = opened(&path);
+            assert_eq!(again.lock().files.len(), 4, "cut at {cut}");
+            assert!(again
+                .earlier(Path::new("/data/9.jsonl"), "after-9")
+                .is_some());
+        }
+        // A last line that ends but does not parse was not cut by a kill: it is refused.
+        let mut bytes = whole.clone();
+        bytes.extend_from_slice(&fourth[..fourth.len() / 2]);
+        bytes.push(b'\n');
+        std::fs::write(&path, &bytes).unwrap();
+        match Journal::open(path.clone(), identity(), false, true) {
+            Err(Refusal::Unreadable(e)) => assert!(e.contains("line 5"), "{e}"),
+            _ => panic!("a broken last line with its newline must be refused"),
         }
         // A broken line followed by others is not a cut append: the journal is unreadable.
         let mut bytes = whole.clone();

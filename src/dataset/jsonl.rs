@@ -131,9 +131,10 @@ impl LineReader {
         }
         let mut buf = self.spare.pop().unwrap_or_default();
         let mut target = size.max(self.carry.len() + size / 2);
-        // (Once a file has grown past the size it had at the open, no longer.)
+        // A plain file's chunk holds at most one byte more than is left of it, so that the
+        // read loop meets its end; once the file has grown past its size at the open, the
+        // chunk size alone counts.
         if let Some(left) = self.left.filter(|&left| left > 0) {
-            // One byte more than is left, so that the read loop meets the end of the file.
             let need = usize::try_from(left).unwrap_or(usize::MAX);
             target = target.min(self.carry.len().saturating_add(need).saturating_add(1));
         }

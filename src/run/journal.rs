@@ -296,13 +296,12 @@ impl Journal {
             let taken = take_lock(&path).map_err(|e| Refusal::Lock(lock_path(&path), e))?;
             owner.lock = Some(taken.ok_or_else(|| Refusal::Running(lock_path(&path)))?);
         }
-        let fresh = State::new;
         let bytes = match std::fs::read(&path) {
             Ok(b) => b,
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
                 return Ok(Journal {
                     path,
-                    state: Mutex::new(fresh(identity)),
+                    state: Mutex::new(State::new(identity)),
                     resumed: false,
                     owner: Mutex::new(owner),
                 })
@@ -313,7 +312,7 @@ impl Journal {
         if discard {
             // The outputs a filter run left unsigned are carried over, so that this run can
             // remove them before writing afresh (they are this job's own, half-done).
-            let mut state = fresh(identity);
+            let mut state = State::new(identity);
             if let Ok(old) = State::parse(&bytes) {
                 let dir = path.parent().unwrap_or(Path::new("."));
                 let signed = old
@@ -368,11 +367,10 @@ impl Journal {
         let mut owner = self.owner.lock().unwrap_or_else(|p| p.into_inner());
         if let Some(file) = &mut owner.file {
             let appended = file.write_all(&line).and_then(|()| file.sync_data());
-            if appended.is_ok() {
-                return appended;
+            if appended.is_err() {
+                // The file may end in part of this line: the next save writes it whole.
+                owner.file = None;
             }
-            // The file may end in part of this line: the next save writes it whole.
-            owner.file = None;
             return appended;
         }
         let bytes = encode(&state.entries())?;

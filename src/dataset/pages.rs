@@ -4,7 +4,9 @@
 //! PLAIN once their dictionary overflows. Decoding such a column into Arrow arrays and
 //! encoding it again copies every value three times and takes fresh buffers for every page;
 //! here each page is decompressed, the values of the kept rows are copied once into the
-//! new page, and that page is compressed with the column's codec. The column chunk's
+//! new page, and that page is compressed with the column's codec. A PLAIN page that keeps
+//! every row is not compressed again: its stored body is written as it was read (what
+//! makes a sparse erasure cheap, as compression is most of a rewrite's cost). The column chunk's
 //! statistics, size statistics and page index are computed from the kept values as the
 //! `parquet` crate's writer computes them, so the chunk reads as if that writer had written
 //! it. Columns this module does not take (nested, dictionary-encoded on output, with bloom
@@ -13,7 +15,7 @@
 use std::cell::RefCell;
 use std::io::Write;
 use std::ops::Range;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 
 use bytes::Bytes;
 use parquet::basic::{
@@ -27,7 +29,7 @@ use parquet::file::metadata::{
     ColumnChunkMetaData, ColumnIndexBuilder, LevelHistogram, OffsetIndexBuilder, PageEncodingStats,
 };
 use parquet::file::properties::{EnabledStatistics, WriterProperties, WriterVersion};
-use parquet::file::reader::ChunkReader;
+use parquet::file::reader::{ChunkReader, Length};
 use parquet::file::serialized_reader::SerializedPageReader;
 use parquet::file::statistics::{Statistics, ValueStatistics};
 use parquet::file::writer::{SerializedPageWriter, TrackedWrite};
@@ -110,10 +112,19 @@ pub fn rewrite<R: ChunkReader + 'static>(
         .min(file.len())
         .saturating_add(64 << 10);
     let room = usize::try_from(room).unwrap_or(usize::MAX);
-    let pages = SerializedPageReader::new(file, chunk, keep.len(), None)?;
+    let tap = Arc::new(Tap {
+        file,
+        last: Mutex::new(None),
+    });
+    let pages = SerializedPageReader::new(tap.clone(), chunk, keep.len(), None)?;
+    // Stored bodies are reused when the input's codec is the output's (at whatever level).
+    let same_codec =
+        std::mem::discriminant(&chunk.compression()) == std::mem::discriminant(&compression);
 
     let mut source = Source {
         pages,
+        tap,
+        reuse: same_codec.then_some(codec),
         keep,
         row: 0,
         optional: descr.max_def_level() == 1,
@@ -131,7 +142,12 @@ pub fn rewrite<R: ChunkReader + 'static>(
     let mut ready = chunk.fill(&mut source, batch)?;
     while !ready.is_empty() {
         let (compressed, next) = exec::join(
-            || exec::par_map(&ready, |p| codec.compress(&p.buf[p.begin..])),
+            || {
+                exec::par_map(&ready, |p| match &p.body {
+                    Body::Filled { buf, begin } => codec.compress(&buf[*begin..]).map(Bytes::from),
+                    Body::Stored { compressed, .. } => Ok(compressed.clone()),
+                })
+            },
             || chunk.fill(&mut source, batch),
         );
         written.write(ready, compressed)?;
@@ -140,9 +156,48 @@ pub fn rewrite<R: ChunkReader + 'static>(
     chunk.finish(written)
 }
 
+/// The file a column chunk's pages are read from, holding on to the last range read whole.
+/// The page reader reads a page's header, then its body as stored in one range, so once a
+/// page comes out of it, that range is the page's compressed body.
+struct Tap<R> {
+    file: Arc<R>,
+    last: Mutex<Option<Bytes>>,
+}
+
+impl<R> Tap<R> {
+    fn take(&self) -> Option<Bytes> {
+        self.last.lock().ok().and_then(|mut last| last.take())
+    }
+}
+
+impl<R: ChunkReader> Length for Tap<R> {
+    fn len(&self) -> u64 {
+        self.file.len()
+    }
+}
+
+impl<R: ChunkReader> ChunkReader for Tap<R> {
+    type T = R::T;
+
+    fn get_read(&self, start: u64) -> parquet::errors::Result<R::T> {
+        self.file.get_read(start)
+    }
+
+    fn get_bytes(&self, start: u64, length: usize) -> parquet::errors::Result<Bytes> {
+        let bytes = self.file.get_bytes(start, length)?;
+        if let Ok(mut last) = self.last.lock() {
+            *last = Some(bytes.clone());
+        }
+        Ok(bytes)
+    }
+}
+
 /// The input column chunk's pages, read one at a time into the output chunk.
 struct Source<'a, R: ChunkReader> {
-    pages: SerializedPageReader<R>,
+    pages: SerializedPageReader<Tap<R>>,
+    tap: Arc<Tap<R>>,
+    /// The codec stored page bodies are in, when they can be written again as they are.
+    reuse: Option<Codec>,
     keep: &'a [bool],
     /// Rows of the row group read so far.
     row: usize,
@@ -157,7 +212,8 @@ impl<R: ChunkReader> Source<'_, R> {
     /// Adds the kept rows of the next data page to `out`; false once there is none left
     /// (and the pages held as many rows as the row group).
     fn next_page(&mut self, out: &mut Chunk<'_>) -> Result<bool, Failed> {
-        let page = loop {
+        let (page, stored) = loop {
+            self.tap.take();
             match self.pages.get_next_page()? {
                 None => {
                     if self.row != self.keep.len() {
@@ -170,10 +226,14 @@ impl<R: ChunkReader> Source<'_, R> {
                     self.done = true;
                     return Ok(false);
                 }
-                Some(page) => match read(page, self.optional)? {
-                    Read::Dictionary(d) => self.dictionary = Some(d),
-                    Read::Data(page) => break page,
-                },
+                Some(page) => {
+                    let v1 = matches!(page, Page::DataPage { .. });
+                    let stored = self.tap.take().filter(|_| v1);
+                    match read(page, self.optional)? {
+                        Read::Dictionary(d) => self.dictionary = Some(d),
+                        Read::Data(page) => break (page, stored),
+                    }
+                }
             }
         };
         let n = page.rows;
@@ -186,6 +246,18 @@ impl<R: ChunkReader> Source<'_, R> {
         levels.clear();
         if self.optional {
             decode_hybrid(&page.buf[page.levels.clone()], 1, n, levels)?;
+        }
+        let whole = page.encoding == Encoding::PLAIN && keep.iter().all(|&k| k);
+        let reused = match (whole, self.reuse, stored) {
+            (true, Some(codec), Some(stored)) if codec.holds(&stored, page.buf.len()) => {
+                Some(stored)
+            }
+            _ => None,
+        };
+        if let Some(stored) = reused {
+            out.push_stored(&page, levels, stored)?;
+            self.row += n;
+            return Ok(true);
         }
         let mut values = match page.encoding {
             Encoding::PLAIN => Values::Plain {
@@ -535,6 +607,27 @@ impl Codec {
         }
     }
 
+    /// Whether `stored` looks like a page body of `len` bytes in this codec, as far as its
+    /// own header (or trailer) tells without decompressing it. This guards the reuse of
+    /// stored bodies against a page reader that ever read them otherwise.
+    fn holds(self, stored: &[u8], len: usize) -> bool {
+        match self {
+            Codec::None => stored.len() == len,
+            // A frame written in one call names its size; one written as a stream does not.
+            Codec::Zstd(_) => match zstd::zstd_safe::get_frame_content_size(stored) {
+                Ok(size) => size.is_none_or(|size| size == len as u64),
+                Err(_) => false,
+            },
+            Codec::Snappy => snap::raw::decompress_len(stored).is_ok_and(|n| n == len),
+            // The gzip trailer ends with the input's size, modulo 2^32.
+            Codec::Gzip(_) => {
+                stored.starts_with(&[0x1f, 0x8b])
+                    && stored.len() >= 18
+                    && le_u32(stored, stored.len() - 4) == Some(len as u32)
+            }
+        }
+    }
+
     /// Compresses `input` into a new buffer.
     fn compress(self, input: &[u8]) -> Result<Vec<u8>, Failed> {
         let err =
@@ -572,12 +665,27 @@ impl Codec {
     }
 }
 
-/// A page ready but for compression: its bytes from `begin` on.
+/// A page ready but for compression.
 struct Pending {
-    buf: Vec<u8>,
-    begin: usize,
+    body: Body,
     rows: usize,
     value_bytes: i64,
+}
+
+enum Body {
+    /// A page filled here: its bytes from `begin` on, to be compressed.
+    Filled { buf: Vec<u8>, begin: usize },
+    /// An input page kept whole: its body as stored, and its size uncompressed.
+    Stored { compressed: Bytes, len: usize },
+}
+
+impl Body {
+    fn len(&self) -> usize {
+        match self {
+            Body::Filled { buf, begin } => buf.len() - begin,
+            Body::Stored { len, .. } => *len,
+        }
+    }
 }
 
 /// The output column chunk being built, one page at a time.
@@ -747,14 +855,81 @@ impl<'a> Chunk<'a> {
             }
             false => (None, 0),
         };
+        let next = Vec::with_capacity(self.page.capacity());
+        let filled = std::mem::replace(&mut self.page, next);
+        let bounds = self
+            .page_min
+            .zip(self.page_max)
+            .map(|((ls, le), (gs, ge))| (&filled[ls..le], &filled[gs..ge]));
+        let (rows, nulls, value_bytes) = (self.page_rows, self.page_nulls, self.page_value_bytes);
+        self.record_page(rows, nulls, bounds, value_bytes);
+        self.pending.push(Pending {
+            body: Body::Filled {
+                buf: whole.unwrap_or(filled),
+                begin,
+            },
+            rows,
+            value_bytes,
+        });
+        self.start_page();
+    }
+
+    /// Adds an input page that keeps all its rows, as it is stored, after flushing the page
+    /// being filled. Its values are read for the statistics only.
+    fn push_stored(
+        &mut self,
+        page: &DataPage,
+        levels: &[u32],
+        stored: Bytes,
+    ) -> Result<(), Failed> {
+        self.flush_page();
+        let mut values = Values::Plain {
+            buf: &page.buf,
+            at: page.values,
+        };
+        // The levels of a column without nulls are none.
+        let nulls = levels.iter().filter(|&&l| l == 0).count();
+        let mut bounds: Option<(&[u8], &[u8])> = None;
+        let mut value_bytes = 0;
+        for _ in nulls..page.rows {
+            let value = &values.next()?[4..];
+            value_bytes += value.len() as i64;
+            let (least, greatest) = bounds.get_or_insert((value, value));
+            if order(value, least).is_lt() {
+                *least = value;
+            }
+            if order(value, greatest).is_gt() {
+                *greatest = value;
+            }
+        }
+        self.record_page(page.rows, nulls, bounds, value_bytes);
+        self.pending.push(Pending {
+            body: Body::Stored {
+                compressed: stored,
+                len: page.buf.len(),
+            },
+            rows: page.rows,
+            value_bytes,
+        });
+        Ok(())
+    }
+
+    /// Enters a page's statistics (its least and greatest values, if it has any) in the
+    /// chunk's and in the column index.
+    fn record_page(
+        &mut self,
+        rows: usize,
+        nulls: usize,
+        bounds: Option<(&[u8], &[u8])>,
+        value_bytes: i64,
+    ) {
         let mut histogram = LevelHistogram::try_new(self.descr.max_def_level());
         if let Some(h) = histogram.as_mut() {
-            h.increment_by(0, self.page_nulls as i64);
-            h.increment_by(1, (self.page_rows - self.page_nulls) as i64);
+            h.increment_by(0, nulls as i64);
+            h.increment_by(1, (rows - nulls) as i64);
         }
-        match (self.page_min, self.page_max) {
-            (Some((ls, le)), Some((gs, ge))) => {
-                let (least, greatest) = (&self.page[ls..le], &self.page[gs..ge]);
+        match bounds {
+            Some((least, greatest)) => {
                 let limit = self.props.column_index_truncate_length();
                 let (min, max) = (
                     truncate_min(&self.descr, limit, least).0,
@@ -772,13 +947,8 @@ impl<'a> Chunk<'a> {
                         self.descending = false;
                     }
                 }
-                self.column_index.append(
-                    false,
-                    min.clone(),
-                    max.clone(),
-                    self.page_nulls as i64,
-                    None,
-                );
+                self.column_index
+                    .append(false, min.clone(), max.clone(), nulls as i64, None);
                 if self.min.as_deref().is_none_or(|m| least < m) {
                     self.min = Some(least.to_vec());
                 }
@@ -787,27 +957,17 @@ impl<'a> Chunk<'a> {
                 }
                 self.last = Some((min, max));
             }
-            _ => {
-                self.column_index
-                    .append(true, Vec::new(), Vec::new(), self.page_nulls as i64, None)
-            }
+            None => self
+                .column_index
+                .append(true, Vec::new(), Vec::new(), nulls as i64, None),
         }
         self.column_index.append_histograms(&None, &histogram);
         if let (Some(total), Some(page)) = (self.histogram.as_mut(), histogram.as_ref()) {
             total.add(page);
         }
-        self.rows += self.page_rows;
-        self.nulls += self.page_nulls;
-        self.value_bytes += self.page_value_bytes;
-        let next = Vec::with_capacity(self.page.capacity());
-        let filled = std::mem::replace(&mut self.page, next);
-        self.pending.push(Pending {
-            buf: whole.unwrap_or(filled),
-            begin,
-            rows: self.page_rows,
-            value_bytes: self.page_value_bytes,
-        });
-        self.start_page();
+        self.rows += rows;
+        self.nulls += nulls;
+        self.value_bytes += value_bytes;
     }
 
     /// The chunk's metadata, and its bytes from `written`, where every filled page is.
@@ -899,11 +1059,11 @@ impl Written {
     fn write(
         &mut self,
         pages: Vec<Pending>,
-        compressed: Vec<Result<Vec<u8>, Failed>>,
+        compressed: Vec<Result<Bytes, Failed>>,
     ) -> Result<(), Failed> {
         for (p, compressed) in pages.into_iter().zip(compressed) {
             let page = Page::DataPage {
-                buf: Bytes::from(compressed?),
+                buf: compressed?,
                 num_values: p.rows as u32,
                 encoding: Encoding::PLAIN,
                 def_level_encoding: Encoding::RLE,
@@ -911,7 +1071,7 @@ impl Written {
                 statistics: None,
             };
             let spec = SerializedPageWriter::new(&mut self.sink)
-                .write_page(CompressedPage::new(page, p.buf.len() - p.begin))?;
+                .write_page(CompressedPage::new(page, p.body.len()))?;
             self.pages += 1;
             self.compressed += spec.compressed_size as i64;
             self.uncompressed += spec.uncompressed_size as i64;
@@ -1086,6 +1246,39 @@ mod tests {
             assert!(decode_hybrid(&data, width, 8, &mut Vec::new()).is_err());
         }
         assert!(decode_hybrid(&[2], 33, 1, &mut Vec::new()).is_err());
+    }
+
+    /// The guard on stored bodies: a body each codec wrote, of the size the page header
+    /// gives, passes; the wrong size, or a body with a page header still in front, does not.
+    #[test]
+    fn a_stored_body_passes_only_as_its_codec_wrote_it() {
+        let page: Vec<u8> = (0..5000u32).flat_map(|i| (i % 251).to_le_bytes()).collect();
+        let header = [0x15, 0x00, 0x15, 0xc0, 0x9c, 0x01, 0x15, 0x90, 0x4e];
+        // A frame flushed before its input ends, whose header cannot name its size.
+        let mut stream = zstd::stream::write::Encoder::new(Vec::new(), 1).unwrap();
+        stream.write_all(&page[..100]).unwrap();
+        stream.flush().unwrap();
+        stream.write_all(&page[100..]).unwrap();
+        let zstd_stream = stream.finish().unwrap();
+        assert_eq!(
+            zstd::zstd_safe::get_frame_content_size(&zstd_stream).unwrap(),
+            None,
+            "a streamed frame names no size"
+        );
+        let codecs = [Codec::None, Codec::Zstd(1), Codec::Snappy, Codec::Gzip(6)];
+        let bodies = codecs
+            .iter()
+            .map(|&c| (c, c.compress(&page).unwrap(), true))
+            .chain([(Codec::Zstd(1), zstd_stream, false)]);
+        for (codec, body, sized) in bodies {
+            assert!(codec.holds(&body, page.len()), "{codec:?}");
+            // (A frame that names no size passes at any.)
+            assert_eq!(codec.holds(&body, page.len() + 1), !sized, "{codec:?}");
+            let behind_header = [&header[..], &body].concat();
+            if !matches!(codec, Codec::None) {
+                assert!(!codec.holds(&behind_header, page.len()), "{codec:?}");
+            }
+        }
     }
 
     #[test]

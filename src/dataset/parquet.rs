@@ -893,6 +893,98 @@ mod tests {
         );
     }
 
+    /// An erasure drops a few rows from chunks of many pages. Every page that keeps all its
+    /// rows is written as it was stored, not compressed again; only the pages that lost a
+    /// row are. The input is compressed harder than the output, so a page compressed again
+    /// does not come out as the bytes it was stored as.
+    #[test]
+    fn pages_that_keep_every_row_are_written_as_they_were_stored() {
+        // Each codec, with the magic number its bodies open with.
+        for (compression, magic) in [
+            (
+                Compression::ZSTD(ZstdLevel::try_new(9).unwrap()),
+                &[0x28, 0xb5, 0x2f, 0xfd][..],
+            ),
+            (
+                Compression::GZIP(GzipLevel::try_new(9).unwrap()),
+                &[0x1f, 0x8b, 0x08][..],
+            ),
+        ] {
+            let mut rng = Rng(0x5704ed);
+            let props = WriterProperties::builder()
+                .set_compression(compression)
+                .set_dictionary_enabled(false)
+                .set_data_page_row_count_limit(20)
+                .set_write_batch_size(20)
+                .set_max_row_group_row_count(Some(400))
+                .build();
+            let dir = tempfile::tempdir().unwrap();
+            let path = dir.path().join("in.parquet");
+            // Text unlike from row to row, so that no two pages hold the same bytes; one
+            // column with nulls and one without.
+            let words = |rng: &mut Rng, row: usize| {
+                let n = rng.below(30) + 5;
+                let words: Vec<String> = (0..n).map(|_| format!("w{}", rng.below(5000))).collect();
+                format!("{row} {}", words.join(" "))
+            };
+            let text: Vec<Option<String>> = (0..400)
+                .map(|row| (row % 7 != 3).then(|| words(&mut rng, row)))
+                .collect();
+            let required: Vec<String> = (0..400).map(|row| words(&mut rng, row)).collect();
+            let schema = Arc::new(Schema::new(vec![
+                Field::new("user_id", DataType::Utf8, false),
+                Field::new("text", DataType::Utf8, true),
+                Field::new("required", DataType::Utf8, false),
+            ]));
+            let batch = RecordBatch::try_new(
+                schema.clone(),
+                vec![
+                    Arc::new(StringArray::from_iter_values(
+                        (0..400).map(|r| format!("u{r}")),
+                    )),
+                    Arc::new(StringArray::from(text)),
+                    Arc::new(StringArray::from(required)),
+                ],
+            )
+            .unwrap();
+            let mut bytes = Vec::new();
+            let mut w = ArrowWriter::try_new(&mut bytes, schema, Some(props)).unwrap();
+            w.write(&batch).unwrap();
+            w.close().unwrap();
+            std::fs::write(&path, &bytes).unwrap();
+            let input = ParquetInput::open(&path, &SubjectPath::parse("user_id").unwrap()).unwrap();
+            // Rows 45 and 301 go: the pages of rows 40-59 and 300-319, in every column.
+            let keep = vec![(0..400).map(|r| r != 45 && r != 301).collect::<Vec<bool>>()];
+            let (out, by_pages) = rewrite(&input, &keep, true, (1 << 20, 20_000));
+            let (by_arrow, _) = rewrite(&input, &keep, false, (1 << 20, 20_000));
+            assert_eq!(batches(&out), batches(&by_arrow), "{compression:?}");
+            assert_eq!(by_pages, [(0, 0), (0, 1), (0, 2)], "{compression:?}");
+            check_page_index(&out, &by_pages);
+
+            let meta = ParquetMetaDataReader::new()
+                .with_page_index_policy(PageIndexPolicy::Required)
+                .parse_and_finish(&bytes::Bytes::from(bytes.clone()))
+                .unwrap();
+            let page_index = meta.page_index_for_row_group(0);
+            for c in 0..3 {
+                let pages = page_index.offset_index(c).unwrap().page_locations();
+                assert_eq!(pages.len(), 20, "{compression:?} column {c}");
+                for (p, page) in pages.iter().enumerate() {
+                    // The page's body as stored: what follows its header.
+                    let start = page.offset as usize;
+                    let stored = &bytes[start..start + page.compressed_page_size as usize];
+                    let body = &stored[memchr::memmem::find(stored, magic).unwrap()..];
+                    let lost_a_row = p == 2 || p == 15;
+                    assert_eq!(
+                        memchr::memmem::find(&out, body).is_some(),
+                        !lost_a_row,
+                        "{compression:?} column {c} page {p}"
+                    );
+                }
+            }
+        }
+    }
+
     /// `file` with its footer rewritten to say that column `column`'s chunks hold PLAIN
     /// values only, whatever their pages say.
     fn claiming_plain(file: &[u8], column: usize) -> Vec<u8> {

@@ -1,5 +1,6 @@
 //! Erasure: the pre-scan (reads only subjects) and the in-place rewrite, for JSONL and
-//! Parquet, with 1% of subjects erased.
+//! Parquet, with 1% of subjects erased; and the rewrite with one subject erased (a sparse
+//! erasure, whose cost should approach the pre-scan's).
 //!
 //! Data is generated outside the timed loop from a fixed seed; every rewrite starts from a
 //! fresh copy and asserts the rows it removed, so the bench cannot time a no-op.
@@ -28,15 +29,28 @@ fn bench(c: &mut Criterion) {
     for u in (0..USERS).step_by(100) {
         erased.insert(&format!("u{u:08}")).unwrap();
     }
-    let want = std::str::from_utf8(&data)
-        .unwrap()
-        .lines()
-        .filter(|l| erased.contains(user(l)))
-        .count() as u64;
+    let rows_of = |erased: &Erased| {
+        std::str::from_utf8(&data)
+            .unwrap()
+            .lines()
+            .filter(|l| erased.contains(user(l)))
+            .count() as u64
+    };
+    let want = rows_of(&erased);
     assert!(
         want > 100,
         "about 1% of rows name an erased subject: {want}"
     );
+    let mut one = Erased::default();
+    one.insert(user(
+        std::str::from_utf8(&data[..4096])
+            .unwrap()
+            .lines()
+            .next()
+            .unwrap(),
+    ))
+    .unwrap();
+    let one_wants = rows_of(&one);
 
     let originals = dir.path().join("originals");
     std::fs::create_dir_all(&originals).unwrap();
@@ -47,7 +61,7 @@ fn bench(c: &mut Criterion) {
     let on_rows = |_n: u64| {};
     let show = |p: &Path| p.display().to_string();
     let replaced = consentry::exec::Dropper::start(4);
-    let sweep = Sweep {
+    let sweep_of = |erased| Sweep {
         engine: Engine {
             subject: &subject,
             hash: true,
@@ -56,12 +70,13 @@ fn bench(c: &mut Criterion) {
             on_read: Arc::new(|_n| {}),
             on_rows: &on_rows,
         },
-        rule: EraseRule { erased: &erased },
+        rule: EraseRule { erased },
         dry_run: false,
         ledger: None,
         show: &show,
         replaced: &replaced,
     };
+    let sweep = sweep_of(&erased);
     let work = dir.path().join("work");
     std::fs::create_dir_all(&work).unwrap();
 
@@ -90,22 +105,27 @@ fn bench(c: &mut Criterion) {
             format: Some(format),
             bytes,
         };
-        group.bench_function(format!("rewrite/{name}"), |b| {
-            b.iter_batched(
-                || std::fs::copy(&original, &target).unwrap(),
-                |_| {
-                    let outcome = sweep.run(&file);
-                    assert_eq!(
-                        outcome.counts.dropped_for(consentry::ops::Reason::Erased),
-                        want,
-                        "{:?}",
-                        outcome.error
-                    );
-                    assert!(outcome.output.is_some());
-                },
-                BatchSize::PerIteration,
-            )
-        });
+        for (label, sweep, want) in [
+            ("rewrite", &sweep, want),
+            ("rewrite-one-subject", &sweep_of(&one), one_wants),
+        ] {
+            group.bench_function(format!("{label}/{name}"), |b| {
+                b.iter_batched(
+                    || std::fs::copy(&original, &target).unwrap(),
+                    |_| {
+                        let outcome = sweep.run(&file);
+                        assert_eq!(
+                            outcome.counts.dropped_for(consentry::ops::Reason::Erased),
+                            want,
+                            "{:?}",
+                            outcome.error
+                        );
+                        assert!(outcome.output.is_some());
+                    },
+                    BatchSize::PerIteration,
+                )
+            });
+        }
     }
     group.finish();
 }

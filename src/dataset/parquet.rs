@@ -985,6 +985,93 @@ mod tests {
         }
     }
 
+    /// A V2 data page is never written again as stored: its levels carry no length and
+    /// are not compressed, so its body is no V1 body (uncompressed, it even passes the
+    /// codec's guard). pyarrow writes such pages (`data_page_version="2.0"`, PLAIN).
+    #[test]
+    fn a_v2_page_that_keeps_every_row_is_rewritten_not_reused() {
+        for compression in [Compression::UNCOMPRESSED, Compression::SNAPPY] {
+            let props = WriterProperties::builder()
+                .set_compression(compression)
+                .set_writer_version(WriterVersion::PARQUET_2_0)
+                .set_dictionary_enabled(false)
+                .set_encoding(parquet::basic::Encoding::PLAIN)
+                .set_data_page_row_count_limit(20)
+                .set_write_batch_size(20)
+                .build();
+            let mut rng = Rng(0x7e2);
+            let bytes = file(&mut rng, 400, props);
+            let dir = tempfile::tempdir().unwrap();
+            let path = dir.path().join("in.parquet");
+            std::fs::write(&path, &bytes).unwrap();
+            let input = ParquetInput::open(&path, &SubjectPath::parse("user_id").unwrap()).unwrap();
+            let keep = vec![(0..400).map(|r| r != 45 && r != 301).collect::<Vec<bool>>()];
+            let (out, by_pages) = rewrite(&input, &keep, true, (1 << 20, 20_000));
+            assert!(!by_pages.is_empty(), "{compression:?}");
+            let (by_arrow, _) = rewrite(&input, &keep, false, (1 << 20, 20_000));
+            assert_eq!(batches(&out), batches(&by_arrow), "{compression:?}");
+            check_page_index(&out, &by_pages);
+        }
+    }
+
+    /// Row groups of one file in different codecs: the output takes the first's, and a
+    /// stored page of another row group is not reused, even when its body happens to pass
+    /// the output codec's guard (a zstd frame opens with 0x28, which snappy reads as "40
+    /// bytes"; these pages are 40 bytes: 4 values of 6 bytes, each with its length).
+    #[test]
+    fn a_stored_page_in_another_codec_than_the_output_is_not_reused() {
+        let dir = tempfile::tempdir().unwrap();
+        let write = |name: &str, compression: Compression| {
+            let props = WriterProperties::builder()
+                .set_compression(compression)
+                .set_dictionary_enabled(false)
+                .set_data_page_row_count_limit(4)
+                .set_write_batch_size(4)
+                .build();
+            let schema = Arc::new(Schema::new(vec![
+                Field::new("user_id", DataType::Utf8, false),
+                Field::new("required", DataType::Utf8, false),
+            ]));
+            let batch = RecordBatch::try_new(
+                schema.clone(),
+                vec![
+                    Arc::new(StringArray::from_iter_values(
+                        (0..40).map(|r| format!("u{r:05}")),
+                    )),
+                    Arc::new(StringArray::from_iter_values(
+                        (0..40).map(|r| format!("v{r:05}")),
+                    )),
+                ],
+            )
+            .unwrap();
+            let mut bytes = Vec::new();
+            let mut w = ArrowWriter::try_new(&mut bytes, schema, Some(props)).unwrap();
+            w.write(&batch).unwrap();
+            w.close().unwrap();
+            let path = dir.path().join(name);
+            std::fs::write(&path, &bytes).unwrap();
+            ParquetInput::open(&path, &SubjectPath::parse("user_id").unwrap()).unwrap()
+        };
+        let (snappy, zstd) = (
+            write("snappy.parquet", Compression::SNAPPY),
+            write("zstd.parquet", Compression::ZSTD(ZstdLevel::default())),
+        );
+        // One file: row group 0 in snappy, row group 1 in zstd.
+        let mut out = ParquetOutput::create(&snappy, Vec::new()).unwrap();
+        out.copy_row_group(&snappy, 0).unwrap();
+        out.copy_row_group(&zstd, 0).unwrap();
+        let path = dir.path().join("mixed.parquet");
+        std::fs::write(&path, out.finish().unwrap()).unwrap();
+        let input = ParquetInput::open(&path, &SubjectPath::parse("user_id").unwrap()).unwrap();
+        assert_eq!(input.row_groups(), 2);
+        let keep = vec![vec![true; 40], (0..40).map(|r| r != 13).collect()];
+        let (out, by_pages) = rewrite(&input, &keep, true, (1 << 20, 20_000));
+        assert!(by_pages.contains(&(1, 1)), "{by_pages:?}");
+        let (by_arrow, _) = rewrite(&input, &keep, false, (1 << 20, 20_000));
+        assert_eq!(batches(&out), batches(&by_arrow));
+        check_page_index(&out, &by_pages);
+    }
+
     /// `file` with its footer rewritten to say that column `column`'s chunks hold PLAIN
     /// values only, whatever their pages say.
     fn claiming_plain(file: &[u8], column: usize) -> Vec<u8> {

@@ -646,10 +646,14 @@ mod tests {
                 .map(|f| f.as_ref().clone().with_nullable(f.name() != "required"))
                 .collect::<Fields>(),
         ));
-        let batch = batch.with_schema(schema.clone()).unwrap();
+        written(&batch.with_schema(schema).unwrap(), props)
+    }
+
+    /// `batch` as a Parquet file, written as `props` says.
+    fn written(batch: &RecordBatch, props: WriterProperties) -> Vec<u8> {
         let mut out = Vec::new();
-        let mut w = ArrowWriter::try_new(&mut out, schema, Some(props)).unwrap();
-        w.write(&batch).unwrap();
+        let mut w = ArrowWriter::try_new(&mut out, batch.schema(), Some(props)).unwrap();
+        w.write(batch).unwrap();
         w.close().unwrap();
         out
     }
@@ -937,7 +941,7 @@ mod tests {
                 Field::new("required", DataType::Utf8, false),
             ]));
             let batch = RecordBatch::try_new(
-                schema.clone(),
+                schema,
                 vec![
                     Arc::new(StringArray::from_iter_values(
                         (0..400).map(|r| format!("u{r}")),
@@ -947,10 +951,7 @@ mod tests {
                 ],
             )
             .unwrap();
-            let mut bytes = Vec::new();
-            let mut w = ArrowWriter::try_new(&mut bytes, schema, Some(props)).unwrap();
-            w.write(&batch).unwrap();
-            w.close().unwrap();
+            let bytes = written(&batch, props);
             std::fs::write(&path, &bytes).unwrap();
             let input = ParquetInput::open(&path, &SubjectPath::parse("user_id").unwrap()).unwrap();
             // Rows 45 and 301 go: the pages of rows 40-59 and 300-319, in every column.
@@ -1033,7 +1034,7 @@ mod tests {
                 Field::new("required", DataType::Utf8, false),
             ]));
             let batch = RecordBatch::try_new(
-                schema.clone(),
+                schema,
                 vec![
                     Arc::new(StringArray::from_iter_values(
                         (0..40).map(|r| format!("u{r:05}")),
@@ -1044,12 +1045,8 @@ mod tests {
                 ],
             )
             .unwrap();
-            let mut bytes = Vec::new();
-            let mut w = ArrowWriter::try_new(&mut bytes, schema, Some(props)).unwrap();
-            w.write(&batch).unwrap();
-            w.close().unwrap();
             let path = dir.path().join(name);
-            std::fs::write(&path, &bytes).unwrap();
+            std::fs::write(&path, written(&batch, props)).unwrap();
             ParquetInput::open(&path, &SubjectPath::parse("user_id").unwrap()).unwrap()
         };
         let (snappy, zstd) = (
